@@ -1,0 +1,3 @@
+from poindexter_cloud.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Shared infrastructure every domain module builds on: settings, database, queue, HTTP, telemetry."""

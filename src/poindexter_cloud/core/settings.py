@@ -1,0 +1,298 @@
+"""One typed settings object, read from the environment (12-factor).
+
+Every setting is declared once in ``SPECS``: its variable name, how to parse it, its default, whether it is
+a secret, and which roles cannot start without it. ``load`` never raises on bad input: it returns every
+problem at once so a role can exit with one message naming all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+
+class Role(StrEnum):
+    WEB = "web"
+    PROXY = "proxy"
+    WORKER = "worker"
+    ALL = "all"
+
+
+SERVER_ROLES = frozenset({Role.WEB, Role.PROXY, Role.WORKER})
+EVERY_ROLE = SERVER_ROLES
+
+
+class SettingError(ValueError):
+    """A value that does not parse; its message says what was expected."""
+
+
+def _str(raw: str) -> str:
+    if not raw.strip():
+        raise SettingError("must not be empty")
+    return raw.strip()
+
+
+def _int(raw: str) -> int:
+    try:
+        return int(raw)
+    except ValueError:
+        raise SettingError(f"expected an integer, got {raw!r}") from None
+
+
+def _positive_int(raw: str) -> int:
+    value = _int(raw)
+    if value <= 0:
+        raise SettingError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _float(raw: str) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        raise SettingError(f"expected a number, got {raw!r}") from None
+
+
+def _bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise SettingError(f"expected true or false, got {raw!r}")
+
+
+def _choice(*allowed: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().lower()
+        if value not in allowed:
+            raise SettingError(f"expected one of {', '.join(allowed)}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def _http_url(raw: str) -> str:
+    parts = urlsplit(raw.strip())
+    if parts.scheme not in {"http", "https"} or not parts.netloc:
+        raise SettingError("expected an http(s) URL")
+    return raw.strip().rstrip("/")
+
+
+def _database_url(raw: str) -> str:
+    """Accept the usual postgres:// spellings and pin the psycopg 3 async driver."""
+    value = raw.strip()
+    scheme, sep, rest = value.partition("://")
+    if not sep or scheme not in {"postgres", "postgresql", "postgresql+psycopg"}:
+        raise SettingError("expected a postgresql:// URL")
+    return f"postgresql+psycopg://{rest}"
+
+
+def _redis_url(raw: str) -> str:
+    value = raw.strip()
+    if urlsplit(value).scheme not in {"redis", "rediss", "unix"}:
+        raise SettingError("expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _hex_key(raw: str) -> str:
+    value = raw.strip()
+    try:
+        decoded = bytes.fromhex(value)
+    except ValueError:
+        raise SettingError("expected hex") from None
+    if len(decoded) < 32:
+        raise SettingError("expected at least 32 bytes (64 hex characters)")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """The declaration of one setting."""
+
+    env: str
+    parse: Callable[[str], Any]
+    default: str | None = None
+    secret: bool = False
+    required_by: frozenset[Role] = frozenset()
+    help: str = ""
+    # A default only good enough for development: production must set the variable itself.
+    dev_only_default: bool = False
+
+    @property
+    def attr(self) -> str:
+        return self.env.lower()
+
+
+DEV_SECRET = "00" * 32  # obviously-not-a-secret, refused in production
+
+
+def setting(env: str, parse: Callable[[str], Any], default: str | None = None, **options: Any) -> Any:
+    """Declare a settings field and the variable it is read from, in one place."""
+    return field(metadata={"spec": Spec(env, parse, default, **options)})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Parsed settings. Fields are declared with ``setting``; ``load`` fills every one."""
+
+    environment: str = setting(
+        "ENVIRONMENT",
+        _choice("development", "test", "production"),
+        "development",
+        help="development, test or production; production refuses dev defaults",
+    )
+    database_url: str = setting(
+        "DATABASE_URL",
+        _database_url,
+        secret=True,
+        required_by=EVERY_ROLE,
+        help="PostgreSQL URL (postgresql://user:pass@host/db)",
+    )
+    redis_url: str = setting(
+        "REDIS_URL",
+        _redis_url,
+        secret=True,
+        required_by=EVERY_ROLE,
+        help="Redis URL for the queue, rate limits and caches",
+    )
+    secret_key: str = setting(
+        "SECRET_KEY",
+        _hex_key,
+        DEV_SECRET,
+        secret=True,
+        required_by=EVERY_ROLE,
+        dev_only_default=True,
+        help="64+ hex chars; root secret for API-key HMACs and signed links",
+    )
+    log_level: str = setting(
+        "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", help="log level"
+    )
+    access_log: bool = setting("ACCESS_LOG", _bool, "true", help="one JSON log line per HTTP request")
+    db_pool_size: int = setting(
+        "DB_POOL_SIZE", _positive_int, "10", help="PostgreSQL connections per process"
+    )
+    queue_name: str = setting("QUEUE_NAME", _str, "poindexter", help="SAQ queue name (its Redis key prefix)")
+    worker_concurrency: int = setting(
+        "WORKER_CONCURRENCY", _positive_int, "10", help="jobs one worker process runs at once"
+    )
+    job_max_attempts: int = setting(
+        "JOB_MAX_ATTEMPTS", _positive_int, "5", help="attempts before a job ends as failed"
+    )
+    job_retry_delay_seconds: float = setting(
+        "JOB_RETRY_DELAY_SECONDS", _float, "1.0", help="first retry delay in seconds; doubles each attempt"
+    )
+    usage_partitions_ahead: int = setting(
+        "USAGE_PARTITIONS_AHEAD", _positive_int, "3", help="monthly usage_events partitions kept ahead"
+    )
+    web_base_url: str = setting(
+        "WEB_BASE_URL", _http_url, "http://127.0.0.1:8000", help="public URL of the web role"
+    )
+    proxy_base_url: str = setting(
+        "PROXY_BASE_URL", _http_url, "http://127.0.0.1:8001", help="public URL of the AI proxy role"
+    )
+    otel_traces_exporter: str = setting(
+        "OTEL_TRACES_EXPORTER",
+        _choice("none", "console", "otlp"),
+        "none",
+        help="where OpenTelemetry spans go",
+    )
+    otel_exporter_otlp_endpoint: str | None = setting(
+        "OTEL_EXPORTER_OTLP_ENDPOINT", _http_url, help="OTLP/HTTP endpoint when the exporter is otlp"
+    )
+
+    @property
+    def is_production(self) -> bool:
+        return self.environment == "production"
+
+
+SPECS: tuple[Spec, ...] = tuple(f.metadata["spec"] for f in fields(Settings))
+SPECS_BY_ENV = {spec.env: spec for spec in SPECS}
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    env: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.env}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolved:
+    """How one setting was resolved, for ``config check``."""
+
+    spec: Spec
+    source: str  # "env", "default" or "unset"
+    value: Any
+
+    def shown(self) -> str:
+        if self.value is None:
+            return "-"
+        return mask(str(self.value)) if self.spec.secret else str(self.value)
+
+
+def mask(value: str) -> str:
+    """Enough to recognise a secret, never enough to use it."""
+    if "://" in value:
+        parts = urlsplit(value)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+        return f"{parts.scheme}://***@{host}{port}{parts.path}" if parts.password or parts.username else value
+    return "***" if len(value) < 12 else f"{value[:4]}***{value[-2:]}"
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    settings: Settings
+    resolved: tuple[Resolved, ...]
+    problems: tuple[Problem, ...]
+
+
+def load(environ: Mapping[str, str] | None = None, role: Role | None = None) -> Loaded:
+    """Parse every setting; collect, rather than raise, what is missing or malformed for ``role``."""
+    env = os.environ if environ is None else environ
+    production = env.get("ENVIRONMENT", "").strip().lower() == "production"
+    needed = SERVER_ROLES if role in (None, Role.ALL) else frozenset({role})
+    values: dict[str, Any] = {}
+    resolved: list[Resolved] = []
+    problems: list[Problem] = []
+    for spec in SPECS:
+        raw = env.get(spec.env)
+        source = "env"
+        if raw is None or raw == "":
+            raw, source = spec.default, "default"
+        if production and source == "default" and spec.dev_only_default:
+            raw, source = None, "unset"
+        value = None
+        if raw is None:
+            source = "unset"
+            if spec.required_by & needed:
+                problems.append(Problem(spec.env, "is required but not set"))
+        else:
+            try:
+                value = spec.parse(raw)
+            except SettingError as exc:
+                problems.append(Problem(spec.env, str(exc)))
+        values[spec.attr] = value
+        resolved.append(Resolved(spec, source, value))
+    return Loaded(Settings(**values), tuple(resolved), tuple(problems))
+
+
+class InvalidSettings(Exception):
+    def __init__(self, problems: tuple[Problem, ...]) -> None:
+        self.problems = problems
+        names = "\n".join(f"  - {problem}" for problem in problems)
+        super().__init__(f"invalid configuration ({len(problems)} problem(s)):\n{names}")
+
+
+def load_or_raise(role: Role | None = None, environ: Mapping[str, str] | None = None) -> Settings:
+    loaded = load(environ, role)
+    if loaded.problems:
+        raise InvalidSettings(loaded.problems)
+    return loaded.settings
