@@ -1,0 +1,70 @@
+"""Tables owned by billing: subscriptions and the usage they are billed on."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import date, datetime
+
+from sqlalchemy import BigInteger, ForeignKey, Index, Text, UniqueConstraint, func
+from sqlalchemy.orm import Mapped, mapped_column
+
+from poindexter_cloud.core.db import Base, created_at, updated_at, uuid_pk
+
+
+class Subscription(Base):
+    __tablename__ = "subscriptions"
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), unique=True)
+    stripe_subscription_id: Mapped[str] = mapped_column(Text, unique=True)
+    stripe_price_id: Mapped[str] = mapped_column(Text)
+    plan: Mapped[str] = mapped_column(Text)  # basic, pro
+    status: Mapped[str] = mapped_column(Text)  # Stripe's: active, past_due, canceled, ...
+    current_period_start: Mapped[datetime | None]
+    current_period_end: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class UsageEvent(Base):
+    """Append-only and high volume: partitioned by month on created_at, no foreign keys."""
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        Index("ix_usage_events_user_id_created_at", "user_id", "created_at"),
+        {"postgresql_partition_by": "RANGE (created_at)"},
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    created_at: Mapped[datetime] = mapped_column(primary_key=True, server_default=func.now())
+    user_id: Mapped[uuid.UUID]
+    api_key_id: Mapped[uuid.UUID | None]
+    event_type: Mapped[str] = mapped_column(Text)
+    model: Mapped[str | None] = mapped_column(Text)
+    input_tokens: Mapped[int | None]
+    output_tokens: Mapped[int | None]
+    cost_microdollars: Mapped[int | None] = mapped_column(BigInteger)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    latency_ms: Mapped[int | None]
+
+
+class UsageMonthly(Base):
+    __tablename__ = "usage_monthly"
+    __table_args__ = (UniqueConstraint("user_id", "month"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    month: Mapped[date]
+    ai_input_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    ai_output_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    ai_cost_microdollars: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    emails_sent: Mapped[int] = mapped_column(server_default="0")
+    emails_received: Mapped[int] = mapped_column(server_default="0")
+    signal_messages_sent: Mapped[int] = mapped_column(server_default="0")
+    signal_messages_received: Mapped[int] = mapped_column(server_default="0")
+    sms_sent: Mapped[int] = mapped_column(server_default="0")
+    sms_received: Mapped[int] = mapped_column(server_default="0")
+    synced_to_stripe: Mapped[bool] = mapped_column(server_default="false")
+    synced_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
