@@ -1,0 +1,220 @@
+"""Background jobs on SAQ, with every run recorded in ``job_history``.
+
+Jobs follow a transactional outbox: ``UnitOfWork.defer_job`` writes a ``pending`` job_history row in the
+caller's transaction; after the commit the row's id becomes the SAQ job key. If the process dies between
+commit and enqueue, the ``enqueue_stranded_jobs`` cron finds the row still pending and enqueues it, and
+SAQ's key dedupe makes the second enqueue of a live job a no-op. A rolled-back transaction leaves no row,
+so its job never runs.
+
+Job functions are registered with ``@job`` (or ``@cron``) in each module's ``jobs.py``; they receive the
+SAQ context (``ctx["resources"]`` is the process's ``Resources``) and ids, never objects, so a retry works
+from the current state of the database.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from saq import CronJob, Job, Queue, Status
+from sqlalchemy import select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from poindexter_cloud.core.models import JobHistory
+
+log = logging.getLogger(__name__)
+
+JobFunction = Callable[..., Awaitable[Any]]
+
+STRANDED_AFTER = timedelta(seconds=30)
+MAX_RETRY_DELAY_SECONDS = 300.0
+ERROR_TEXT_LIMIT = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    function: JobFunction
+    timeout_seconds: int
+    cron: str | None = None
+
+    @property
+    def name(self) -> str:
+        return self.function.__name__
+
+
+REGISTRY: dict[str, JobSpec] = {}
+
+
+def job(timeout_seconds: int = 300) -> Callable[[JobFunction], JobFunction]:
+    """Register a job function under its own name."""
+
+    def register(function: JobFunction) -> JobFunction:
+        _register(JobSpec(function, timeout_seconds))
+        return function
+
+    return register
+
+
+def cron(schedule: str, timeout_seconds: int = 300) -> Callable[[JobFunction], JobFunction]:
+    """Register a job function that the worker also runs on a cron schedule (UTC)."""
+
+    def register(function: JobFunction) -> JobFunction:
+        _register(JobSpec(function, timeout_seconds, schedule))
+        return function
+
+    return register
+
+
+def _register(spec: JobSpec) -> None:
+    existing = REGISTRY.get(spec.name)
+    if existing is not None and existing.function is not spec.function:
+        raise ValueError(f"two jobs are named {spec.name!r}")
+    REGISTRY[spec.name] = spec
+
+
+async def record_pending_job(session: AsyncSession, function: str, kwargs: dict[str, Any]) -> uuid.UUID:
+    if function not in REGISTRY:
+        raise KeyError(f"unknown job {function!r}")
+    row = JobHistory(id=uuid.uuid4(), job_type=function, payload=kwargs, status="pending", attempts=0)
+    session.add(row)
+    await session.flush()
+    return row.id
+
+
+class JobQueue:
+    """The SAQ queue of this deployment, plus the retry policy every job gets."""
+
+    def __init__(
+        self, redis_url: str, *, max_attempts: int, retry_delay_seconds: float, name: str = "poindexter"
+    ) -> None:
+        self.saq = Queue.from_url(redis_url, name=name)
+        self.max_attempts = max_attempts
+        self.retry_delay_seconds = retry_delay_seconds
+
+    async def connect(self) -> None:
+        await self.saq.connect()
+
+    async def disconnect(self) -> None:
+        await self.saq.disconnect()
+
+    def _job(self, key: str, function: str, kwargs: dict[str, Any]) -> Job:
+        spec = REGISTRY[function]
+        return Job(
+            function=function,
+            kwargs=kwargs,
+            key=key,
+            timeout=spec.timeout_seconds,
+            retries=self.max_attempts,
+            retry_delay=self.retry_delay_seconds,
+            retry_backoff=MAX_RETRY_DELAY_SECONDS,
+        )
+
+    async def enqueue(self, history_id: uuid.UUID, function: str, kwargs: dict[str, Any]) -> None:
+        """Hand one recorded job to SAQ; its job_history id is the SAQ key, so a repeat is a no-op."""
+        await self.saq.enqueue(self._job(str(history_id), function, kwargs))
+
+
+async def enqueue_stranded(
+    session: AsyncSession, queue: JobQueue, older_than: timedelta = STRANDED_AFTER
+) -> int:
+    """Enqueue pending rows whose post-commit enqueue never happened (the process died in between)."""
+    cutoff = datetime.now(UTC) - older_than
+    rows = (
+        (
+            await session.execute(
+                select(JobHistory)
+                .where(JobHistory.status == "pending", JobHistory.created_at < cutoff)
+                .limit(500)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    for row in rows:
+        await queue.enqueue(row.id, row.job_type, dict(row.payload))
+    return len(rows)
+
+
+def _history_id(job: Job) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(job.key)
+    except ValueError:
+        return None
+
+
+def _error_text(ctx: dict[str, Any]) -> str | None:
+    exc = ctx.get("exception")
+    if exc is None:
+        job: Job = ctx["job"]
+        return (job.error or "")[-ERROR_TEXT_LIMIT:] or None
+    return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]
+
+
+_STATUS_NAMES = {Status.COMPLETE: "completed", Status.FAILED: "failed", Status.ABORTED: "failed"}
+
+
+async def before_job(ctx: dict[str, Any]) -> None:
+    """Mark the job's history row running (cron runs get a row of their own here)."""
+    job: Job = ctx["job"]
+    resources = ctx["resources"]
+    now = datetime.now(UTC)
+    history_id = _history_id(job)
+    async with resources.db.sessions() as session:
+        if history_id is None:
+            history_id = uuid.uuid4()
+            session.add(
+                JobHistory(
+                    id=history_id,
+                    job_type=job.function,
+                    payload=job.kwargs or {},
+                    status="running",
+                    attempts=job.attempts,
+                    started_at=now,
+                )
+            )
+        else:
+            await session.execute(
+                update(JobHistory)
+                .where(JobHistory.id == history_id)
+                .values(status="running", attempts=job.attempts, started_at=now)
+            )
+        await session.commit()
+    ctx["history_id"] = history_id
+
+
+async def after_job(ctx: dict[str, Any]) -> None:
+    """Record the outcome: completed, failed for good, or waiting for a retry."""
+    job: Job = ctx["job"]
+    history_id = ctx.get("history_id")
+    if history_id is None:
+        return
+    status = _STATUS_NAMES.get(job.status, "retrying")
+    values: dict[str, Any] = {"status": status, "attempts": job.attempts}
+    if status == "completed":
+        values["completed_at"] = datetime.now(UTC)
+    else:
+        values["last_error"] = _error_text(ctx)
+    if status == "failed":
+        log.error(
+            "job failed for good",
+            extra={"job": job.function, "job_id": str(history_id), "attempts": job.attempts},
+        )
+    async with ctx["resources"].db.sessions() as session:
+        await session.execute(update(JobHistory).where(JobHistory.id == history_id).values(**values))
+        await session.commit()
+
+
+def cron_jobs() -> list[CronJob[Any]]:
+    return [
+        CronJob(spec.function, cron=spec.cron, timeout=spec.timeout_seconds)
+        for spec in REGISTRY.values()
+        if spec.cron is not None
+    ]
+
+
+def job_functions() -> list[tuple[str, JobFunction]]:
+    return [(name, spec.function) for name, spec in REGISTRY.items()]

@@ -1,0 +1,61 @@
+"""The worker role: SAQ's worker running every registered job and cron job, with job_history recording."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from saq import Worker
+
+from poindexter_cloud.core import queue
+from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.core.settings import Settings
+
+# Modules whose jobs.py registers jobs; imported for their side effect of filling the registry.
+JOB_MODULES = ("core", "accounts", "identity", "proxy", "billing", "provisioning", "webhooks", "admin")
+
+
+def load_jobs() -> None:
+    for name in JOB_MODULES:
+        try:
+            importlib.import_module(f"poindexter_cloud.{name}.jobs")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"poindexter_cloud.{name}.jobs":
+                raise
+
+
+def build_worker(settings: Settings, resources: Resources | None = None, **options: Any) -> Worker[Any]:
+    """A SAQ worker over the deployment's queue. Without ``resources`` it opens and closes its own."""
+    load_jobs()
+    owned: list[Resources] = []
+
+    async def startup(ctx: dict[str, Any]) -> None:
+        if resources is None:
+            owned.append(await Resources.open(settings))
+        ctx["resources"] = resources or owned[0]
+
+    async def shutdown(ctx: dict[str, Any]) -> None:
+        for opened in owned:
+            await opened.close()
+
+    job_queue = (
+        resources.queue
+        if resources is not None
+        else queue.JobQueue(
+            settings.redis_url,
+            max_attempts=settings.job_max_attempts,
+            retry_delay_seconds=settings.job_retry_delay_seconds,
+            name=settings.queue_name,
+        )
+    )
+    return Worker(
+        job_queue.saq,
+        functions=queue.job_functions(),
+        cron_jobs=queue.cron_jobs(),
+        concurrency=settings.worker_concurrency,
+        startup=startup,
+        shutdown=shutdown,
+        before_process=queue.before_job,
+        after_process=queue.after_job,
+        **options,
+    )
