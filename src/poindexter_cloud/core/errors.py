@@ -1,0 +1,60 @@
+"""The one error shape of the JSON API, and the exception every module's errors derive from.
+
+Every 4xx and 5xx body is ``{"error": {"code", "message", "request_id"[, "details"]}}``; ``code`` is a stable
+machine-readable string, ``message`` is for people.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    code: str
+    message: str
+    request_id: str | None = None
+    details: Any = None
+
+
+class ErrorResponse(msgspec.Struct):
+    error: ErrorBody
+
+
+class AppError(Exception):
+    """A failure the caller can act on. Subclasses set ``status`` and ``code``."""
+
+    status: int = 400
+    code: str = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        self.headers = headers or {}
+
+
+class NotFound(AppError):
+    status = 404
+    code = "not_found"
+
+
+class Unauthorized(AppError):
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(AppError):
+    status = 403
+    code = "forbidden"
+
+
+class Conflict(AppError):
+    status = 409
+    code = "conflict"
+
+
+class RateLimited(AppError):
+    status = 429
+    code = "rate_limited"

@@ -1,0 +1,178 @@
+"""One Litestar app factory for every role.
+
+A role is a set of domain modules; each module contributes the route handlers in its ``routes.py`` as
+``ROUTES``. Every app gets the same health, metrics and error handling, and is wrapped in ``Observed``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from litestar import Litestar, MediaType, Request, Response, get
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import ScalarRenderPlugin
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.types import ControllerRouterHandler
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from poindexter_cloud import __version__
+from poindexter_cloud.core.errors import AppError, ErrorBody, ErrorResponse
+from poindexter_cloud.core.logs import request_id_var
+from poindexter_cloud.core.observe import Observed
+from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.core.settings import Role, Settings
+
+log = logging.getLogger(__name__)
+
+# The modules whose routes each HTTP role serves, in order.
+ROLE_MODULES: dict[Role, tuple[str, ...]] = {
+    Role.WEB: ("accounts", "identity", "billing", "provisioning", "admin", "webhooks", "console"),
+    Role.PROXY: ("proxy",),
+    Role.WORKER: (),  # health and metrics only
+}
+
+READY_TIMEOUT_SECONDS = 2.0
+
+
+def module_routes(modules: Sequence[str]) -> list[ControllerRouterHandler]:
+    """Collect ``ROUTES`` from each module's routes.py; a module without one has no routes yet."""
+    handlers: list[ControllerRouterHandler] = []
+    for name in modules:
+        try:
+            routes = importlib.import_module(f"poindexter_cloud.{name}.routes")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"poindexter_cloud.{name}.routes":
+                raise
+            continue
+        handlers.extend(routes.ROUTES)
+    return handlers
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response[ErrorResponse]:
+    body = ErrorResponse(ErrorBody(code, message, request_id_var.get(), details))
+    return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
+
+
+def _app_error(_: Request[Any, Any, Any], exc: AppError) -> Response[ErrorResponse]:
+    return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+
+def _validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[ErrorResponse]:
+    return error_response(400, "invalid_request", "The request is not valid.", exc.extra or None)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[ErrorResponse]:
+    status = exc.status_code
+    code = _HTTP_CODES.get(status, "error" if status < 500 else "internal_error")
+    message = exc.detail if status < 500 else "Internal server error."
+    return error_response(status, code, message, headers=exc.headers)
+
+
+def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error.")
+
+
+EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
+    AppError: _app_error,
+    ValidationException: _validation_error,
+    HTTPException: _http_error,
+    Exception: _unhandled,
+}
+
+
+@get("/healthz", include_in_schema=False, sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    """The process is alive and serving."""
+    return {"status": "ok"}
+
+
+async def _check(name: str, probe: Any) -> tuple[str, str]:
+    import asyncio
+
+    try:
+        await asyncio.wait_for(probe(), READY_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return name, f"down: {type(exc).__name__}"
+    return name, "ok"
+
+
+@get("/readyz", include_in_schema=False)
+async def readyz(state: State) -> Response[dict[str, Any]]:
+    """PostgreSQL and Redis are reachable; 503 names whichever is not."""
+    resources: Resources = state.resources
+
+    async def postgres() -> None:
+        async with resources.db.engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def redis() -> None:
+        await resources.redis.ping()
+
+    checks = dict([await _check("postgres", postgres), await _check("redis", redis)])
+    down = [name for name, outcome in checks.items() if outcome != "ok"]
+    status = 503 if down else 200
+    body: dict[str, Any] = {"status": "unavailable" if down else "ok", "checks": checks}
+    if down:
+        body["down"] = down
+    return Response(body, status_code=status)
+
+
+@get("/metrics", include_in_schema=False, sync_to_thread=False)
+def metrics() -> Response[bytes]:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def create_app(role: Role, settings: Settings, resources: Resources | None = None) -> Observed:
+    """The ASGI app of one HTTP role. Without ``resources`` the app opens and closes its own."""
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        owned = resources is None
+        app.state.resources = resources if resources is not None else await Resources.open(settings)
+        app.state.settings = settings
+        try:
+            yield
+        finally:
+            if owned:
+                await app.state.resources.close()
+
+    openapi = None
+    if role is Role.WEB:
+        openapi = OpenAPIConfig(
+            title="Poindexter Cloud API",
+            version=__version__,
+            path="/docs",
+            render_plugins=[ScalarRenderPlugin()],
+        )
+    app = Litestar(
+        route_handlers=[healthz, readyz, metrics, *module_routes(ROLE_MODULES[role])],
+        lifespan=[lifespan],
+        exception_handlers=EXCEPTION_HANDLERS,
+        openapi_config=openapi,
+        state=State({"role": role.value}),
+        logging_config=None,  # core.logs owns logging
+        debug=False,
+    )
+    return Observed(app, role.value, access_log=settings.access_log)

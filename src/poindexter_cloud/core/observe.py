@@ -1,0 +1,137 @@
+"""The outermost ASGI layer of every role: request id, access log, Prometheus metrics and tracing.
+
+It wraps the whole Litestar app (not a route middleware) so that unrouted 404s and errors raised before
+routing are observed too. It is on the proxy's hot path, so it does the minimum per request: no body
+parsing, one contextvar set, one histogram observation, one log line.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+
+from poindexter_cloud.core.logs import request_id_var
+
+ASGIApp = Any
+Scope = dict[str, Any]
+
+log = logging.getLogger("poindexter_cloud.access")
+
+REQUEST_ID_HEADER = b"x-request-id"
+_VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
+
+HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests served", ["role", "method", "route", "status"])
+HTTP_LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Time from request start to the end of the response body",
+    ["role", "method", "route", "status"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+
+UNROUTED = "unrouted"
+
+
+def incoming_request_id(scope: Scope) -> str:
+    """The caller's X-Request-ID if it is sane, else a fresh one."""
+    for name, value in scope.get("headers", ()):
+        if name == REQUEST_ID_HEADER:
+            if _VALID_REQUEST_ID.match(value):
+                return str(value.decode())
+            break
+    return uuid.uuid4().hex
+
+
+class Observed:
+    """Wraps an ASGI app; ``role`` labels its metrics."""
+
+    def __init__(self, app: ASGIApp, role: str, *, access_log: bool = True) -> None:
+        self.app = app
+        self.role = role
+        self.access_log = access_log
+        self.tracer = trace.get_tracer("poindexter_cloud")
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = incoming_request_id(scope)
+        token = request_id_var.set(request_id)
+        scope.setdefault("state", {})["request_id"] = request_id
+        header = (REQUEST_ID_HEADER, request_id.encode())
+        status = 500
+        started = time.perf_counter()
+
+        async def send_with_id(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+            await send(message)
+
+        span_cm = (
+            self.tracer.start_as_current_span(
+                f"{scope['method']} {scope['path']}", kind=trace.SpanKind.SERVER
+            )
+            if tracing_enabled()
+            else None
+        )
+        span = span_cm.__enter__() if span_cm is not None else None
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("path_template") or UNROUTED
+            labels = (self.role, scope["method"], route, str(status))
+            HTTP_REQUESTS.labels(*labels).inc()
+            HTTP_LATENCY.labels(*labels).observe(elapsed)
+            if span is not None and span_cm is not None:
+                span.set_attribute("http.route", route)
+                span.set_attribute("http.response.status_code", status)
+                span.set_attribute("request_id", request_id)
+                span_cm.__exit__(None, None, None)
+            if self.access_log:
+                log.info(
+                    "request",
+                    extra={
+                        "method": scope["method"],
+                        "route": route,
+                        "path": scope["path"],
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 3),
+                    },
+                )
+            request_id_var.reset(token)
+
+
+_tracing = False
+
+
+def tracing_enabled() -> bool:
+    return _tracing
+
+
+def configure_tracing(exporter: str, endpoint: str | None = None) -> None:
+    """Install a tracer provider with the exporter chosen by settings; ``none`` leaves tracing off."""
+    global _tracing
+    if exporter == "none":
+        return
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+
+    span_exporter: SpanExporter
+    if exporter == "otlp":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+        span_exporter = OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+    else:
+        span_exporter = ConsoleSpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(span_exporter))
+    trace.set_tracer_provider(provider)
+    _tracing = True

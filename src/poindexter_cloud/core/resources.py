@@ -1,0 +1,44 @@
+"""The long-lived clients one process shares: database, Redis and the job queue."""
+
+from __future__ import annotations
+
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+from poindexter_cloud.core.db import Database, UnitOfWork
+from poindexter_cloud.core.queue import JobQueue
+from poindexter_cloud.core.settings import Settings
+
+
+@dataclass
+class Resources:
+    settings: Settings
+    db: Database
+    redis: Redis
+    queue: JobQueue
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Resources:
+        db = Database.from_url(settings.database_url, settings.db_pool_size)
+        redis = Redis.from_url(
+            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        )
+        queue = JobQueue(
+            settings.redis_url,
+            max_attempts=settings.job_max_attempts,
+            retry_delay_seconds=settings.job_retry_delay_seconds,
+            name=settings.queue_name,
+        )
+        await queue.connect()
+        return cls(settings, db, redis, queue)
+
+    async def close(self) -> None:
+        await self.queue.disconnect()
+        await self.redis.aclose()
+        await self.db.dispose()
+
+    def unit_of_work(self) -> AbstractAsyncContextManager[UnitOfWork]:
+        """One transaction whose deferred jobs reach the queue after it commits."""
+        return self.db.unit_of_work(self.queue)
