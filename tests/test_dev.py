@@ -1,0 +1,88 @@
+"""`dev`: from an empty state folder to a running system, restarted onto its data, nothing left behind."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import psycopg
+import pytest
+
+from poindexter_cloud.core.embedded import free_port
+
+pytestmark = pytest.mark.slow
+
+
+def start_dev(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
+    ports = {name: free_port() for name in ("web", "proxy", "sandbox")}
+    env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "poindexter_cloud",
+            "dev",
+            "--state-dir",
+            str(state_dir),
+            "--web-port",
+            str(ports["web"]),
+            "--proxy-port",
+            str(ports["proxy"]),
+            "--sandbox-port",
+            str(ports["sandbox"]),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        start_new_session=True,
+    )
+    urls: dict[str, str] = {}
+    deadline = time.monotonic() + 60
+    assert process.stdout is not None
+    while "redis" not in urls:
+        assert time.monotonic() < deadline, "dev did not print its URLs within a minute"
+        line = process.stdout.readline()
+        assert line or process.poll() is None, "dev exited before it was ready"
+        match = re.match(r"^\s+(\w+)\s+(\S+://\S+)$", line)
+        if match:
+            urls[match.group(1)] = match.group(2)
+    return process, urls
+
+
+def stop_dev(process: subprocess.Popen[str], state_dir: Path) -> None:
+    process.send_signal(signal.SIGINT)
+    assert process.wait(30) == 0
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if str(state_dir) in " ".join(p.info["cmdline"] or [])
+    ]
+    assert leftovers == []
+
+
+def test_dev_starts_from_nothing_restarts_onto_its_data_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    state_dir = tmp_path / "state"
+    process, urls = start_dev(state_dir)
+    try:
+        for role in ("web", "proxy"):
+            assert httpx.get(f"{urls[role]}/readyz", timeout=5).json()["status"] == "ok"
+        assert httpx.get(f"{urls['sandbox']}/healthz", timeout=5).status_code == 200
+        with psycopg.connect(urls["postgres"]) as connection:
+            connection.execute("CREATE TABLE dev_marker (note text)")
+            connection.execute("INSERT INTO dev_marker VALUES ('still here')")
+    finally:
+        stop_dev(process, state_dir)
+
+    process, urls = start_dev(state_dir)
+    try:
+        with psycopg.connect(urls["postgres"]) as connection:
+            assert connection.execute("SELECT note FROM dev_marker").fetchone() == ("still here",)
+        assert httpx.get(f"{urls['web']}/readyz", timeout=5).status_code == 200
+    finally:
+        stop_dev(process, state_dir)
