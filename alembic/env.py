@@ -26,6 +26,12 @@ def database_url() -> str:
     return _database_url(url)
 
 
+def include_object(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Leave usage_events' monthly partitions to the partition function: they are not models."""
+    is_partition = name is not None and name.startswith("usage_events_")
+    return not (type_ in {"table", "index"} and reflected and compare_to is None and is_partition)
+
+
 def run_offline() -> None:
     context.configure(url=database_url(), target_metadata=target_metadata, literal_binds=True)
     with context.begin_transaction():
@@ -33,7 +39,12 @@ def run_offline() -> None:
 
 
 def _run(connection: Connection) -> None:
-    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        compare_type=True,
+        include_object=include_object,
+    )
     with context.begin_transaction():
         context.run_migrations()
 

@@ -25,6 +25,7 @@ from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.runner import ManagedServer, uvicorn_config
 from poindexter_cloud.core.settings import Role, Settings, load_or_raise
+from poindexter_cloud.sandbox.smtp import SmtpSandbox
 
 TEST_REDIS_DB = 15
 QUEUE_NAME = f"test-{uuid.uuid4().hex[:8]}"  # concurrent test runs sharing a Redis never share jobs
@@ -112,8 +113,17 @@ def make_settings(database_url: str, redis_url: str, **env: str) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str) -> Settings:
-    return make_settings(database_url, redis_url)
+def smtp_sandbox() -> Iterator[SmtpSandbox]:
+    """The sandbox SMTP server the service's own mail goes to."""
+    sandbox = SmtpSandbox("127.0.0.1", free_port())
+    sandbox.start()
+    yield sandbox
+    sandbox.stop()
+
+
+@pytest.fixture(scope="session")
+def settings(database_url: str, redis_url: str, smtp_sandbox: SmtpSandbox) -> Settings:
+    return make_settings(database_url, redis_url, SMTP_PORT=str(smtp_sandbox.controller.port))
 
 
 @pytest.fixture(scope="session")

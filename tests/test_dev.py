@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 
 def start_dev(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
-    ports = {name: free_port() for name in ("web", "proxy", "sandbox")}
+    ports = {name: free_port() for name in ("web", "proxy", "sandbox", "smtp")}
     env = {k: v for k, v in os.environ.items() if k not in {"DATABASE_URL", "REDIS_URL"}}
     process = subprocess.Popen(
         [
@@ -37,6 +37,8 @@ def start_dev(state_dir: Path) -> tuple[subprocess.Popen[str], dict[str, str]]:
             str(ports["proxy"]),
             "--sandbox-port",
             str(ports["sandbox"]),
+            "--smtp-port",
+            str(ports["smtp"]),
         ],
         env=env,
         stdout=subprocess.PIPE,

@@ -62,3 +62,12 @@ def test_production_refuses_the_development_secret() -> None:
     )
     assert [problem.env for problem in loaded.problems] == ["SECRET_KEY"]
     assert load({"DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h:6379"}, Role.WEB).problems == ()
+
+
+def test_the_readme_documents_every_setting() -> None:
+    from pathlib import Path
+
+    from poindexter_cloud.core.settings import SPECS
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert [spec.env for spec in SPECS if f"`{spec.env}`" not in readme] == []

@@ -21,9 +21,10 @@ from poindexter_cloud.core.runner import Service, run_together
 from poindexter_cloud.core.settings import Role, Settings
 from poindexter_cloud.core.worker import build_worker
 from poindexter_cloud.sandbox.app import create_sandbox_app
+from poindexter_cloud.sandbox.smtp import SmtpSandbox
 
 HOST = "127.0.0.1"
-WEB_PORT, PROXY_PORT, SANDBOX_PORT = 8000, 8001, 8002
+WEB_PORT, PROXY_PORT, SANDBOX_PORT, SMTP_PORT = 8000, 8001, 8002, 1025
 
 
 def register(commands: Subcommands) -> None:
@@ -37,6 +38,7 @@ def register(commands: Subcommands) -> None:
     parser.add_argument("--web-port", type=int, default=WEB_PORT)
     parser.add_argument("--proxy-port", type=int, default=PROXY_PORT)
     parser.add_argument("--sandbox-port", type=int, default=SANDBOX_PORT)
+    parser.add_argument("--smtp-port", type=int, default=SMTP_PORT, help="the sandbox SMTP server's port")
     parser.set_defaults(handler=handle)
 
 
@@ -52,10 +54,15 @@ def handle(args: argparse.Namespace) -> int:
         if not os.environ.get("REDIS_URL"):
             redis = stack.enter_context(EmbeddedRedis(state_dir / "valkey"))
             os.environ["REDIS_URL"] = redis.url
+        os.environ.setdefault("SMTP_HOST", HOST)
+        os.environ.setdefault("SMTP_PORT", str(args.smtp_port))
         os.environ.setdefault("WEB_BASE_URL", f"http://{HOST}:{args.web_port}")
         os.environ.setdefault("PROXY_BASE_URL", f"http://{HOST}:{args.proxy_port}")
         settings = settings_or_exit(Role.ALL)
         migrations.upgrade(settings.database_url)
+        smtp = SmtpSandbox(HOST, args.smtp_port)
+        smtp.start()
+        stack.callback(smtp.stop)
         return asyncio.run(run_dev(settings, args))
 
 
@@ -71,6 +78,7 @@ async def run_dev(settings: Settings, args: argparse.Namespace) -> int:
         for service in services:
             print(f"  {service.name:<8} {service.url}", flush=True)
         print(f"  {'docs':<8} {services[0].url}/docs", flush=True)
+        print(f"  {'mail':<8} {services[2].url}/smtp/messages", flush=True)
         print(f"  {'postgres':<8} {os.environ['DATABASE_URL']}", flush=True)
         print(f"  {'redis':<8} {os.environ['REDIS_URL']}", flush=True)
         print(f"  state    {args.state_dir.resolve()}", flush=True)

@@ -8,7 +8,7 @@ transaction and handed to the queue only after the commit succeeds (see ``core.q
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -90,6 +90,11 @@ class UnitOfWork:
         self.session = session
         self._queue = queue
         self._pending_jobs: list[tuple[uuid.UUID, str, dict[str, Any]]] = []
+        self._after_commit: list[Callable[[], Awaitable[None]]] = []
+
+    def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run ``callback`` once the transaction has committed (e.g. announce a revocation to replicas)."""
+        self._after_commit.append(callback)
 
     async def defer_job(self, function: str, **kwargs: Any) -> uuid.UUID:
         """Record a job in this transaction; it reaches the queue only if the transaction commits."""
@@ -102,8 +107,10 @@ class UnitOfWork:
     async def commit(self) -> None:
         await self.session.commit()
         pending, self._pending_jobs = self._pending_jobs, []
-        if self._queue is None:
-            return
-        for job_id, function, kwargs in pending:
-            # A crash before this loop ends leaves rows 'pending'; the outbox sweep enqueues them later.
-            await self._queue.enqueue(job_id, function, kwargs)
+        callbacks, self._after_commit = self._after_commit, []
+        if self._queue is not None:
+            for job_id, function, kwargs in pending:
+                # A crash before this loop ends leaves rows 'pending'; the outbox sweep enqueues them later.
+                await self._queue.enqueue(job_id, function, kwargs)
+        for callback in callbacks:
+            await callback()

@@ -10,10 +10,12 @@ import importlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 from litestar import Litestar, MediaType, Request, Response, get
 from litestar.datastructures import State
+from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
@@ -23,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from poindexter_cloud import __version__
+from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.errors import AppError, ErrorBody, ErrorResponse
 from poindexter_cloud.core.logs import request_id_var
 from poindexter_cloud.core.observe import Observed
@@ -41,9 +44,19 @@ ROLE_MODULES: dict[Role, tuple[str, ...]] = {
 READY_TIMEOUT_SECONDS = 2.0
 
 
-def module_routes(modules: Sequence[str]) -> list[ControllerRouterHandler]:
-    """Collect ``ROUTES`` from each module's routes.py; a module without one has no routes yet."""
-    handlers: list[ControllerRouterHandler] = []
+@dataclass
+class ModuleParts:
+    """What the routes.py of a role's modules contribute: ``ROUTES``, and optionally ``DEPENDENCIES``
+    (named providers every handler may ask for) and ``LIFESPAN`` (per-process services, started after the
+    shared resources)."""
+
+    routes: list[ControllerRouterHandler] = field(default_factory=list)
+    dependencies: dict[str, Provide] = field(default_factory=dict)
+    lifespans: list[Any] = field(default_factory=list)
+
+
+def module_parts(modules: Sequence[str]) -> ModuleParts:
+    parts = ModuleParts()
     for name in modules:
         try:
             routes = importlib.import_module(f"poindexter_cloud.{name}.routes")
@@ -51,8 +64,30 @@ def module_routes(modules: Sequence[str]) -> list[ControllerRouterHandler]:
             if exc.name != f"poindexter_cloud.{name}.routes":
                 raise
             continue
-        handlers.extend(routes.ROUTES)
-    return handlers
+        parts.routes.extend(routes.ROUTES)
+        parts.dependencies.update(getattr(routes, "DEPENDENCIES", {}))
+        for lifespan in getattr(routes, "LIFESPAN", []):
+            if lifespan not in parts.lifespans:
+                parts.lifespans.append(lifespan)
+    return parts
+
+
+async def provide_uow(state: State) -> AsyncIterator[UnitOfWork]:
+    """The request's one transaction; handlers commit it once."""
+    resources: Resources = state.resources
+    async with resources.unit_of_work() as uow:
+        yield uow
+
+
+def provide_resources(state: State) -> Resources:
+    resources: Resources = state.resources
+    return resources
+
+
+CORE_DEPENDENCIES = {
+    "uow": Provide(provide_uow),
+    "resources": Provide(provide_resources, sync_to_thread=False),
+}
 
 
 def error_response(
@@ -166,9 +201,11 @@ def create_app(role: Role, settings: Settings, resources: Resources | None = Non
             path="/docs",
             render_plugins=[ScalarRenderPlugin()],
         )
+    parts = module_parts(ROLE_MODULES[role])
     app = Litestar(
-        route_handlers=[healthz, readyz, metrics, *module_routes(ROLE_MODULES[role])],
-        lifespan=[lifespan],
+        route_handlers=[healthz, readyz, metrics, *parts.routes],
+        dependencies={**CORE_DEPENDENCIES, **parts.dependencies},
+        lifespan=[lifespan, *parts.lifespans],
         exception_handlers=EXCEPTION_HANDLERS,
         openapi_config=openapi,
         state=State({"role": role.value}),

@@ -32,3 +32,22 @@ class JobHistory(Base):
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at()
+
+
+class AuditEvent(Base):
+    """Security-relevant events, append-only: who did what to whom, from where, in which request."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (
+        Index("ix_audit_events_subject_user_id_created_at", "subject_user_id", "created_at"),
+        Index("ix_audit_events_created_at", "created_at"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    action: Mapped[str] = mapped_column(Text)  # e.g. auth.login_failed, api_key.revoked, admin.user_suspended
+    actor_user_id: Mapped[uuid.UUID | None]
+    subject_user_id: Mapped[uuid.UUID | None]
+    ip: Mapped[str | None] = mapped_column(Text)
+    request_id: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default="{}")
+    created_at: Mapped[datetime] = created_at()

@@ -13,6 +13,7 @@ from the current state of the database.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import uuid
 from collections.abc import Awaitable, Callable
@@ -48,6 +49,18 @@ class JobSpec:
 
 REGISTRY: dict[str, JobSpec] = {}
 
+# Modules whose jobs.py registers jobs; imported for their side effect of filling the registry.
+JOB_MODULES = ("core", "accounts", "identity", "proxy", "billing", "provisioning", "webhooks", "admin")
+
+
+def load_jobs() -> None:
+    for name in JOB_MODULES:
+        try:
+            importlib.import_module(f"poindexter_cloud.{name}.jobs")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"poindexter_cloud.{name}.jobs":
+                raise
+
 
 def job(timeout_seconds: int = 300) -> Callable[[JobFunction], JobFunction]:
     """Register a job function under its own name."""
@@ -77,6 +90,8 @@ def _register(spec: JobSpec) -> None:
 
 
 async def record_pending_job(session: AsyncSession, function: str, kwargs: dict[str, Any]) -> uuid.UUID:
+    if function not in REGISTRY:
+        load_jobs()
     if function not in REGISTRY:
         raise KeyError(f"unknown job {function!r}")
     row = JobHistory(id=uuid.uuid4(), job_type=function, payload=kwargs, status="pending", attempts=0)

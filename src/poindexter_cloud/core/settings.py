@@ -110,6 +110,15 @@ def _hex_key(raw: str) -> str:
     return value
 
 
+def _signing_keys(raw: str) -> str:
+    for entry in raw.split(","):
+        kid, sep, secret = entry.strip().partition(":")
+        if not sep or not kid:
+            raise SettingError("expected kid:hex[,kid:hex...]")
+        _hex_key(secret)
+    return raw.strip()
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     """The declaration of one setting."""
@@ -205,9 +214,52 @@ class Settings:
         "OTEL_EXPORTER_OTLP_ENDPOINT", _http_url, help="OTLP/HTTP endpoint when the exporter is otlp"
     )
 
+    jwt_signing_keys: str | None = setting(
+        "JWT_SIGNING_KEYS",
+        _signing_keys,
+        secret=True,
+        help="kid:hex[,kid:hex...]; the first signs access tokens, all verify (default: from SECRET_KEY)",
+    )
+    access_token_ttl_seconds: int = setting(
+        "ACCESS_TOKEN_TTL_SECONDS", _positive_int, "900", help="lifetime of an access token (JWT)"
+    )
+    refresh_token_ttl_days: int = setting(
+        "REFRESH_TOKEN_TTL_DAYS", _positive_int, "30", help="lifetime of a refresh token"
+    )
+    api_key_rotation_grace_seconds: int = setting(
+        "API_KEY_ROTATION_GRACE_SECONDS", _int, "86400", help="how long a rotated API key keeps working"
+    )
+    login_attempts_per_account: int = setting(
+        "LOGIN_ATTEMPTS_PER_ACCOUNT",
+        _positive_int,
+        "5",
+        help="failed logins per account per window before 429",
+    )
+    login_attempts_per_ip: int = setting(
+        "LOGIN_ATTEMPTS_PER_IP", _positive_int, "30", help="failed logins per client IP per window before 429"
+    )
+    login_throttle_window_seconds: int = setting(
+        "LOGIN_THROTTLE_WINDOW_SECONDS", _positive_int, "900", help="the login throttling window"
+    )
+    smtp_host: str = setting("SMTP_HOST", _str, "127.0.0.1", help="SMTP server for the service's own mail")
+    smtp_port: int = setting("SMTP_PORT", _positive_int, "1025", help="SMTP port (dev's sandbox: 1025)")
+    smtp_tls: str = setting(
+        "SMTP_TLS", _choice("none", "starttls", "tls"), "none", help="none, starttls or tls (implicit)"
+    )
+    smtp_username: str | None = setting("SMTP_USERNAME", _str, help="SMTP login, if the server wants one")
+    smtp_password: str | None = setting("SMTP_PASSWORD", _str, secret=True, help="SMTP password")
+    mail_from: str = setting(
+        "MAIL_FROM", _str, "Poindexter Cloud <no-reply@poindexter.ai>", help="From: of the service's own mail"
+    )
+
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
+
+    @property
+    def api_key_prefix(self) -> str:
+        """pk_live_ for production keys, pk_test_ everywhere else (sandbox providers)."""
+        return "pk_live_" if self.is_production else "pk_test_"
 
 
 SPECS: tuple[Spec, ...] = tuple(f.metadata["spec"] for f in fields(Settings))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from saq import Worker
@@ -11,22 +10,10 @@ from poindexter_cloud.core import queue
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
 
-# Modules whose jobs.py registers jobs; imported for their side effect of filling the registry.
-JOB_MODULES = ("core", "accounts", "identity", "proxy", "billing", "provisioning", "webhooks", "admin")
-
-
-def load_jobs() -> None:
-    for name in JOB_MODULES:
-        try:
-            importlib.import_module(f"poindexter_cloud.{name}.jobs")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"poindexter_cloud.{name}.jobs":
-                raise
-
 
 def build_worker(settings: Settings, resources: Resources | None = None, **options: Any) -> Worker[Any]:
     """A SAQ worker over the deployment's queue. Without ``resources`` it opens and closes its own."""
-    load_jobs()
+    queue.load_jobs()
     owned: list[Resources] = []
 
     async def startup(ctx: dict[str, Any]) -> None:
