@@ -27,7 +27,8 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import event, text
 
-from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, InvalidApiKey, create_key, generate_key
+from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, create_key, generate_key
+from poindexter_cloud.accounts.errors import InvalidApiKey
 from poindexter_cloud.core import migrations
 from poindexter_cloud.core.db import Database
 from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis

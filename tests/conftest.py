@@ -122,8 +122,21 @@ def smtp_sandbox() -> Iterator[SmtpSandbox]:
 
 
 @pytest.fixture(scope="session")
-def settings(database_url: str, redis_url: str, smtp_sandbox: SmtpSandbox) -> Settings:
-    return make_settings(database_url, redis_url, SMTP_PORT=str(smtp_sandbox.controller.port))
+async def sandbox_server() -> AsyncIterator[RunningServer]:
+    """The simulated providers (Anthropic, OpenAI, ...) on a port of their own."""
+    from poindexter_cloud.sandbox.app import create_sandbox_app
+
+    async with RunningServer(create_sandbox_app()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def settings(
+    database_url: str, redis_url: str, smtp_sandbox: SmtpSandbox, sandbox_server: RunningServer
+) -> Settings:
+    return make_settings(
+        database_url, redis_url, SMTP_PORT=str(smtp_sandbox.controller.port), SANDBOX_URL=sandbox_server.url
+    )
 
 
 @pytest.fixture(scope="session")

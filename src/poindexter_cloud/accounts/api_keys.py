@@ -44,7 +44,7 @@ import secrets
 import time
 import uuid
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -305,6 +305,7 @@ class ApiKeyVerifier:
         self._subscribed = asyncio.Event()
         self._last_used: dict[uuid.UUID, tuple[float, str | None]] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._user_listeners: list[Callable[[uuid.UUID | None], None]] = []
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -427,7 +428,14 @@ class ApiKeyVerifier:
         for key_hash in list(self._by_user.get(user_id, ())):
             self._drop(key_hash)
 
+    def on_user_changed(self, listener: Callable[[uuid.UUID | None], None]) -> None:
+        """Also tell ``listener`` when a user changes (None: anything may have changed), so caches kept
+        beside this one (the proxy's entitlements) follow the same invalidations."""
+        self._user_listeners.append(listener)
+
     def _clear(self) -> None:
+        for listener in self._user_listeners:
+            listener(None)
         self._generation += 1
         self._inflight.clear()
         self._positive.clear()
@@ -450,6 +458,8 @@ class ApiKeyVerifier:
             self._drop(key_hash)
         if message.user_id is not None:
             self._drop_user(message.user_id)
+            for listener in self._user_listeners:
+                listener(message.user_id)
 
     # --- invalidation over pub/sub ----------------------------------------------------------------------
 

@@ -27,11 +27,18 @@ class Subscription(Base):
 
 
 class UsageEvent(Base):
-    """Append-only and high volume: partitioned by month on created_at, no foreign keys."""
+    """Append-only and high volume: partitioned by month on created_at, no foreign keys.
+
+    One row per upstream attempt of a proxied request (``event_type`` "ai_request"), or per metered action of
+    another module. Rows arrive through the Redis usage buffer (``billing.usage_buffer``); the unique index
+    on (request_id, attempt, created_at) makes a re-delivered event a no-op (the partition key must be part
+    of any unique index, and the producer fixes created_at, so a repeat always lands in the same partition).
+    """
 
     __tablename__ = "usage_events"
     __table_args__ = (
         Index("ix_usage_events_user_id_created_at", "user_id", "created_at"),
+        Index("uq_usage_events_request_attempt", "request_id", "attempt", "created_at", unique=True),
         {"postgresql_partition_by": "RANGE (created_at)"},
     )
 
@@ -41,10 +48,18 @@ class UsageEvent(Base):
     api_key_id: Mapped[uuid.UUID | None]
     event_type: Mapped[str] = mapped_column(Text)
     model: Mapped[str | None] = mapped_column(Text)
+    provider: Mapped[str | None] = mapped_column(Text)
     input_tokens: Mapped[int | None]
     output_tokens: Mapped[int | None]
+    cache_read_tokens: Mapped[int | None]
+    cache_write_5m_tokens: Mapped[int | None]
+    cache_write_1h_tokens: Mapped[int | None]
     cost_microdollars: Mapped[int | None] = mapped_column(BigInteger)
+    price_version: Mapped[str | None] = mapped_column(Text)
     request_id: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(server_default="0")  # 0 for the first upstream attempt
+    status: Mapped[int | None]  # the HTTP status the client got
+    estimated: Mapped[bool] = mapped_column(server_default="false")  # output counted by us: stream was cut
     latency_ms: Mapped[int | None]
 
 

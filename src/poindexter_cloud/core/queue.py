@@ -19,7 +19,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from saq import CronJob, Job, Queue, Status
 from sqlalchemy import select, update
@@ -221,6 +221,24 @@ async def after_job(ctx: dict[str, Any]) -> None:
     async with ctx["resources"].db.sessions() as session:
         await session.execute(update(JobHistory).where(JobHistory.id == history_id).values(**values))
         await session.commit()
+
+
+class BackgroundService(Protocol):
+    """A loop the worker role runs beside its jobs (e.g. draining the usage buffer)."""
+
+    async def run(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+SERVICES: list[Callable[[Any], BackgroundService]] = []
+
+
+def background(factory: Callable[[Any], BackgroundService]) -> Callable[[Any], BackgroundService]:
+    """Register a factory taking the worker's Resources and returning a service to run while it runs."""
+    if factory not in SERVICES:
+        SERVICES.append(factory)
+    return factory
 
 
 def cron_jobs() -> list[CronJob[Any]]:

@@ -119,6 +119,16 @@ def _signing_keys(raw: str) -> str:
     return raw.strip()
 
 
+def _upstreams(raw: str) -> str:
+    from poindexter_cloud.proxy.upstreams import UpstreamConfigError, parse_upstreams
+
+    try:
+        parse_upstreams(raw)
+    except UpstreamConfigError as exc:
+        raise SettingError(str(exc)) from None
+    return raw
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     """The declaration of one setting."""
@@ -131,6 +141,8 @@ class Spec:
     help: str = ""
     # A default only good enough for development: production must set the variable itself.
     dev_only_default: bool = False
+    # Roles that may run without it in development (sandbox providers) but not in production.
+    production_required_by: frozenset[Role] = frozenset()
 
     @property
     def attr(self) -> str:
@@ -252,6 +264,53 @@ class Settings:
         "MAIL_FROM", _str, "Poindexter Cloud <no-reply@poindexter.ai>", help="From: of the service's own mail"
     )
 
+    sandbox_url: str = setting(
+        "SANDBOX_URL",
+        _http_url,
+        "http://127.0.0.1:8002",
+        help="the sandbox providers (development and tests only)",
+    )
+    proxy_upstreams: str | None = setting(
+        "PROXY_UPSTREAMS",
+        _upstreams,
+        secret=True,
+        production_required_by=frozenset({Role.PROXY}),
+        help="JSON list of AI providers (see proxy/upstreams.py); default: the sandbox's",
+    )
+    proxy_connect_timeout_seconds: float = setting(
+        "PROXY_CONNECT_TIMEOUT_SECONDS", _float, "5", help="connecting to an upstream provider"
+    )
+    proxy_read_timeout_seconds: float = setting(
+        "PROXY_READ_TIMEOUT_SECONDS", _float, "600", help="longest silence from an upstream mid-response"
+    )
+    proxy_max_attempts: int = setting(
+        "PROXY_MAX_ATTEMPTS",
+        _positive_int,
+        "3",
+        help="upstream attempts per request (retries happen before the first byte)",
+    )
+    proxy_max_body_bytes: int = setting(
+        "PROXY_MAX_BODY_BYTES",
+        _positive_int,
+        str(32 * 1024 * 1024),
+        help="largest request body the proxy accepts",
+    )
+    proxy_breaker_failures: int = setting(
+        "PROXY_BREAKER_FAILURES",
+        _positive_int,
+        "5",
+        help="consecutive failures that open an upstream key's circuit",
+    )
+    proxy_breaker_open_seconds: float = setting(
+        "PROXY_BREAKER_OPEN_SECONDS", _float, "30", help="how long an open circuit skips its upstream key"
+    )
+
+    @property
+    def upstreams_json(self) -> str:
+        from poindexter_cloud.proxy.upstreams import sandbox_upstreams
+
+        return self.proxy_upstreams or sandbox_upstreams(self.sandbox_url)
+
     @property
     def is_production(self) -> bool:
         return self.environment == "production"
@@ -324,7 +383,8 @@ def load(environ: Mapping[str, str] | None = None, role: Role | None = None) -> 
         value = None
         if raw is None:
             source = "unset"
-            if spec.required_by & needed:
+            required = spec.required_by | (spec.production_required_by if production else frozenset())
+            if required & needed:
                 problems.append(Problem(spec.env, "is required but not set"))
         else:
             try:

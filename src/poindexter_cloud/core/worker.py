@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from saq import Worker
@@ -15,13 +16,20 @@ def build_worker(settings: Settings, resources: Resources | None = None, **optio
     """A SAQ worker over the deployment's queue. Without ``resources`` it opens and closes its own."""
     queue.load_jobs()
     owned: list[Resources] = []
+    running: list[tuple[queue.BackgroundService, asyncio.Task[None]]] = []
 
     async def startup(ctx: dict[str, Any]) -> None:
         if resources is None:
             owned.append(await Resources.open(settings))
         ctx["resources"] = resources or owned[0]
+        for factory in queue.SERVICES:
+            service = factory(ctx["resources"])
+            running.append((service, asyncio.create_task(service.run())))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        for service, task in running:
+            await service.stop()
+            await asyncio.gather(task, return_exceptions=True)
         for opened in owned:
             await opened.close()
 

@@ -1,0 +1,615 @@
+"""The AI proxy's request pipeline: authenticate, check the plan, reserve limits, forward, meter, settle.
+
+One ``Call`` per client request. Upstream attempts are retried with another key or provider only while
+nothing has reached the client; each attempt is metered once, keyed by request id and attempt number.
+The final attempt's usage event is written to Redis (in the same script that settles the rate-limit
+reservation) before the last byte of the response is sent, so a response the client saw complete is
+never lost, even if the process is killed right after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp
+import msgspec
+
+from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, KeyPrincipal
+from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
+from poindexter_cloud.billing.plans import plan_named
+from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
+from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, encode, stream_for
+from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.core.settings import Settings
+from poindexter_cloud.proxy import translate
+from poindexter_cloud.proxy.breaker import Breakers
+from poindexter_cloud.proxy.entitlements import Entitlements
+from poindexter_cloud.proxy.errors import Family, ProxyError, bad_request
+from poindexter_cloud.proxy.limits import Limiter, RateLimited, Reservation, anthropic_headers, limits_for
+from poindexter_cloud.proxy.limits import openai_headers as openai_limit_headers
+from poindexter_cloud.proxy.sse import EventSplitter, fields
+from poindexter_cloud.proxy.upstreams import Catalog, Endpoint, Route, parse_upstreams
+from poindexter_cloud.proxy.usage import (
+    AnthropicTally,
+    OpenAITally,
+    anthropic_message_usage,
+    openai_body_usage,
+)
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
+BYTES_PER_ESTIMATED_INPUT_TOKEN = 3  # conservative: real text averages about four
+CLIENT_CLOSED = 499  # the client went away before the response ended
+FORWARDED_REQUEST_HEADERS = (
+    b"anthropic-version",
+    b"anthropic-beta",
+    b"openai-organization",
+    b"openai-project",
+)
+RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+
+class RequestHead(msgspec.Struct):
+    """The few fields of a request body the proxy itself needs; the rest passes through untouched."""
+
+    model: str | None = None
+    stream: bool = False
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+
+
+_head_decoder = msgspec.json.Decoder(RequestHead)
+
+
+class ProxyRuntime:
+    """Everything one proxy process shares across requests."""
+
+    def __init__(self, resources: Resources, verifier: ApiKeyVerifier) -> None:
+        settings = resources.settings
+        self.settings: Settings = settings
+        self.catalog = Catalog(parse_upstreams(settings.upstreams_json))
+        self.verifier = verifier
+        self.entitlements = Entitlements(resources.db, verifier)
+        self.limiter = Limiter(resources.redis)
+        self.usage_stream = stream_for(settings.queue_name)
+        self.buffer = UsageBuffer(resources.redis, stream=self.usage_stream)
+        self.breakers = Breakers(settings.proxy_breaker_failures, settings.proxy_breaker_open_seconds)
+        self.http: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            connect=self.settings.proxy_connect_timeout_seconds,
+            sock_read=self.settings.proxy_read_timeout_seconds,
+        )
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
+        self.http = aiohttp.ClientSession(
+            timeout=timeout,
+            connector=connector,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        )
+
+    async def stop(self) -> None:
+        if self.http is not None:
+            await self.http.close()
+
+    async def serve(self, endpoint: Endpoint, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        call = Call(self, endpoint, scope, receive, send)
+        try:
+            await call.run()
+        except ProxyError as error:
+            await call.fail(error)
+
+
+def header_map(scope: dict[str, Any]) -> dict[bytes, bytes]:
+    return dict(scope["headers"])
+
+
+async def read_body(receive: Receive, limit: int) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ProxyError(CLIENT_CLOSED, "client_closed", "The client closed the connection.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise ProxyError(413, "request_too_large", f"The request body is larger than {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+class Call:
+    """One client request, from its first byte to its usage event."""
+
+    def __init__(
+        self, runtime: ProxyRuntime, endpoint: Endpoint, scope: dict[str, Any], receive: Receive, send: Send
+    ) -> None:
+        self.rt = runtime
+        self.endpoint = endpoint
+        self.family: Family = "anthropic" if endpoint in ("messages", "count_tokens") else "openai"
+        self.scope, self.receive, self.send = scope, receive, send
+        self.headers = header_map(scope)
+        self.request_id: str = scope["state"]["request_id"]
+        self.started = time.perf_counter()
+        self.upstream_seconds = 0.0
+        self.principal: KeyPrincipal | None = None
+        self.reservation: Reservation | None = None
+        self.attempt = 0
+        self.response_started = False
+        self.settled = False
+        self.limit_headers: list[tuple[bytes, bytes]] = []
+
+    # --- the pipeline ---------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        principal = await self.authenticate()
+        entitlement = await self.rt.entitlements.of(principal.user_id)
+        if entitlement.state == "suspended":
+            raise ProxyError(
+                403,
+                "subscription_suspended",
+                "AI access is suspended because the last payment failed; update your payment "
+                "method in the Poindexter Cloud console to resume.",
+            )
+        if entitlement.state != "active" or entitlement.plan is None:
+            raise ProxyError(
+                402,
+                "subscription_required",
+                "Your credit balance is too low: this account has no active Poindexter Cloud "
+                "subscription. Subscribe in the console (or POST /v1/billing/subscribe).",
+            )
+        body = await read_body(self.receive, self.rt.settings.proxy_max_body_bytes)
+        try:
+            head = _head_decoder.decode(body)
+        except msgspec.DecodeError:
+            raise bad_request("The request body is not valid JSON.") from None
+        except msgspec.ValidationError as exc:
+            raise bad_request(f"The request body is not valid: {exc}.") from None
+        if not head.model:
+            raise bad_request("model: a model is required.", param="model")
+        routes = self.routes_for(head.model)
+        limits = limits_for(plan_named(entitlement.plan), entitlement.spend_cap_microdollars)
+        estimate = TokenUsage(
+            input_tokens=len(body) // BYTES_PER_ESTIMATED_INPUT_TOKEN + 1,
+            output_tokens=0
+            if self.endpoint in ("count_tokens", "embeddings")
+            else (head.max_tokens or head.max_completion_tokens or DEFAULT_MAX_OUTPUT_TOKENS),
+        )
+        try:
+            self.reservation = await self.rt.limiter.reserve(
+                principal.key_id,
+                principal.user_id,
+                limits,
+                estimate.input_tokens + estimate.output_tokens,
+                upstream_cost_microdollars(routes[0].model, estimate),
+            )
+        except RateLimited as limited:
+            raise self.rate_limited(limited) from None
+        self.limit_headers = self.limit_header_list(self.reservation)
+        status = CLIENT_CLOSED
+        try:
+            await self.forward(routes, body, head, estimate)
+        except ProxyError as error:
+            status = error.status
+            raise
+        finally:
+            if not self.settled:  # failed before any usage: release the reservation, record the attempt
+                await self.settle(routes[0], TokenUsage(), estimated=False, status=status)
+
+    async def authenticate(self) -> KeyPrincipal:
+        key = self.headers.get(b"x-api-key")
+        if key is None:
+            authorization = self.headers.get(b"authorization", b"")
+            if authorization[:7].lower() == b"bearer ":
+                key = authorization[7:].strip()
+        if not key:
+            raise ProxyError(
+                401,
+                "missing_api_key",
+                "Send your Poindexter Cloud API key as x-api-key or Authorization: Bearer.",
+            )
+        client = self.scope.get("client")
+        try:
+            self.principal = await self.rt.verifier.verify(
+                key.decode("latin-1"), client[0] if client else None
+            )
+        except InvalidApiKey as exc:
+            raise ProxyError(401, exc.code, exc.message) from None
+        except AccountSuspended as exc:
+            raise ProxyError(403, exc.code, exc.message) from None
+        return self.principal
+
+    def routes_for(self, model: str) -> list[Route]:
+        lookup: Endpoint = self.endpoint
+        routes = self.rt.catalog.routes(lookup, model)
+        if routes:
+            return routes
+        if any(
+            self.rt.catalog.routes(other, model)
+            for other in ("messages", "chat", "completions", "embeddings")
+        ):
+            raise bad_request(
+                f"model: {model} is not available on this endpoint.",
+                param="model",
+                code="model_not_supported_here",
+            )
+        raise ProxyError(
+            404, "model_not_found", f"model: {model} is not a model this service offers.", param="model"
+        )
+
+    # --- upstream attempts ----------------------------------------------------------------------------
+
+    async def forward(
+        self, routes: list[Route], body: bytes, head: RequestHead, estimate: TokenUsage
+    ) -> None:
+        candidates = [(route, key) for route in routes for key in route.upstream.api_keys]
+        candidates = self.rt.breakers.order(candidates)[: self.rt.settings.proxy_max_attempts]
+        last_error: ProxyError | None = None
+        for index, (route, upstream_key) in enumerate(candidates):
+            self.attempt = index
+            final = index == len(candidates) - 1
+            translated = route.upstream.kind == "anthropic" and self.endpoint == "chat"
+            request = self.upstream_request(route, upstream_key, body, head, translated)
+            sent_at = time.perf_counter()
+            assert self.rt.http is not None, "the proxy runtime was not started"
+            try:
+                response = await self.rt.http.request("POST", request[0], data=request[1], headers=request[2])
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                self.upstream_seconds += time.perf_counter() - sent_at
+                self.rt.breakers.failure(upstream_key)
+                last_error = ProxyError(
+                    502,
+                    "upstream_unavailable",
+                    f"The upstream provider could not be reached ({type(exc).__name__}).",
+                )
+                if not final:
+                    await self.record_failed_attempt(route, 502)
+                continue
+            try:
+                if response.status in RETRYABLE or response.status in (401, 403):
+                    error_body = await response.read()
+                    self.upstream_seconds += time.perf_counter() - sent_at
+                    self.rt.breakers.failure(upstream_key)
+                    last_error = self.upstream_error(route, response.status, error_body, response.headers)
+                    if not final:
+                        await self.record_failed_attempt(route, response.status)
+                    continue
+                self.rt.breakers.success(upstream_key)
+                if head.stream and response.status == 200:
+                    await self.relay_stream(route, response, sent_at, translated, head, estimate)
+                else:
+                    await self.relay_whole(route, response, sent_at, translated, head)
+                return
+            finally:
+                response.release()
+        raise last_error or ProxyError(502, "upstream_unavailable", "No upstream provider is available.")
+
+    def upstream_request(
+        self, route: Route, key: str, body: bytes, head: RequestHead, translated: bool
+    ) -> tuple[str, bytes, dict[str, str]]:
+        upstream = route.upstream
+        headers = {"content-type": "application/json"}
+        for name in FORWARDED_REQUEST_HEADERS:
+            value = self.headers.get(name)
+            if value is not None:
+                headers[name.decode()] = value.decode("latin-1")
+        if upstream.kind == "anthropic":
+            headers["x-api-key"] = key
+            headers.setdefault("anthropic-version", "2023-06-01")
+            path = "/v1/messages/count_tokens" if self.endpoint == "count_tokens" else "/v1/messages"
+            if translated:
+                try:
+                    payload = translate.chat_to_messages(msgspec.json.decode(body), route.model)
+                except translate.UntranslatableRequest as exc:
+                    raise bad_request(exc.message, param=exc.param, code=exc.code) from None
+                return upstream.base_url + path, msgspec.json.encode(payload), headers
+        else:
+            headers["authorization"] = f"Bearer {key}"
+            path = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}[
+                self.endpoint
+            ]
+        rewrite: dict[str, Any] = {}
+        if route.model != head.model:
+            rewrite["model"] = route.model
+        if upstream.kind == "openai-compatible" and head.stream and self.endpoint in ("chat", "completions"):
+            rewrite["stream_options"] = {"include_usage": True}  # usage in the stream; stripped if unasked
+        if rewrite:
+            payload = msgspec.json.decode(body)
+            if "stream_options" in rewrite:
+                options = payload.get("stream_options") or {}
+                self.client_wants_usage = bool(options.get("include_usage"))
+                rewrite["stream_options"] = {**options, "include_usage": True}
+            body = msgspec.json.encode({**payload, **rewrite})
+        return upstream.base_url + path, body, headers
+
+    client_wants_usage = True
+
+    def upstream_error(self, route: Route, status: int, body: bytes, headers: Any) -> ProxyError:
+        """An upstream failure, said in the caller's API family; our upstream keys never reach the client."""
+        if status in (401, 403):
+            return ProxyError(502, "upstream_auth_failed", "The upstream provider refused our credentials.")
+        message = "The upstream provider failed."
+        try:
+            decoded = msgspec.json.decode(body)
+            message = str(decoded.get("error", {}).get("message") or message)
+        except (msgspec.DecodeError, AttributeError):
+            pass
+        extra: list[tuple[bytes, bytes]] = []
+        retry_after = headers.get("retry-after")
+        if retry_after:
+            extra.append((b"retry-after", retry_after.encode()))
+        client_status = status if status in (429, 529) or status < 500 else 502
+        if status == 529 and self.family == "openai":
+            client_status = 503
+        return ProxyError(client_status, "upstream_error", f"{route.upstream.name}: {message}", headers=extra)
+
+    async def record_failed_attempt(self, route: Route, status: int) -> None:
+        assert self.principal is not None
+        await self.rt.buffer.push(self.usage_record(route, TokenUsage(), False, status))
+
+    # --- answering ------------------------------------------------------------------------------------
+
+    async def relay_whole(
+        self,
+        route: Route,
+        response: aiohttp.ClientResponse,
+        sent_at: float,
+        translated: bool,
+        head: RequestHead,
+    ) -> None:
+        body = await response.read()
+        self.upstream_seconds += time.perf_counter() - sent_at
+        status = response.status
+        usage = TokenUsage()
+        if status == 200:
+            try:
+                usage = self.whole_usage(route, body)
+                if translated:
+                    body = msgspec.json.encode(
+                        translate.message_to_chat(
+                            msgspec.json.decode(body), head.model or route.model, int(time.time())
+                        )
+                    )
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                log.warning("unreadable upstream answer", extra={"upstream": route.upstream.name})
+        elif status >= 400 and (route.upstream.kind == "anthropic") != (self.family == "anthropic"):
+            raise self.upstream_error(route, status, body, response.headers)  # said in the caller's format
+        await self.settle(route, usage, estimated=False, status=status)
+        await self.start_response(status, response.headers.get("content-type", "application/json"))
+        await self.send({"type": "http.response.body", "body": body})
+
+    def whole_usage(self, route: Route, body: bytes) -> TokenUsage:
+        if route.upstream.kind == "anthropic":
+            return anthropic_message_usage(body) if self.endpoint != "count_tokens" else TokenUsage()
+        return openai_body_usage(body)
+
+    async def relay_stream(
+        self,
+        route: Route,
+        response: aiohttp.ClientResponse,
+        sent_at: float,
+        translated: bool,
+        head: RequestHead,
+        estimate: TokenUsage,
+    ) -> None:
+        """Relay events as they arrive; meter from the stream itself; stop the upstream if the client goes."""
+        await self.start_response(200, "text/event-stream; charset=utf-8")
+        relay = asyncio.create_task(self.pump(route, response, translated, head, estimate))
+        watcher = asyncio.create_task(self.wait_for_disconnect())
+        try:
+            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            watcher.cancel()
+            if not relay.done():  # the client left: stop reading, close the upstream connection at once
+                relay.cancel()
+                response.close()
+            await asyncio.gather(relay, watcher, return_exceptions=True)
+            self.upstream_seconds += time.perf_counter() - sent_at
+        if relay in done and relay.exception() is None:
+            return
+        tally = self.tally
+        if tally is not None and not self.settled:
+            usage, _ = tally.usage()
+            if isinstance(tally, OpenAITally) and tally.final is None:
+                usage = TokenUsage(input_tokens=estimate.input_tokens, output_tokens=usage.output_tokens)
+            status = CLIENT_CLOSED if relay not in done else 502
+            await self.settle(route, usage, estimated=True, status=status)
+
+    tally: AnthropicTally | OpenAITally | None = None
+
+    async def wait_for_disconnect(self) -> None:
+        while (await self.receive())["type"] != "http.disconnect":
+            pass
+
+    async def pump(
+        self,
+        route: Route,
+        response: aiohttp.ClientResponse,
+        translated: bool,
+        head: RequestHead,
+        estimate: TokenUsage,
+    ) -> None:
+        splitter = EventSplitter()
+        send = self.send
+        if route.upstream.kind == "anthropic":
+            tally = AnthropicTally()
+            self.tally = tally
+            translator = (
+                translate.StreamTranslator(head.model or "", int(time.time()), self.client_wants_usage)
+                if translated
+                else None
+            )
+            async for chunk in response.content.iter_any():
+                out: list[bytes] = []
+                for block in splitter.feed(chunk):
+                    event, data = fields(block)
+                    tally.on_event(event, data)
+                    if event == b"message_stop" and not self.settled:
+                        await self.settle(route, tally.usage()[0], estimated=False, status=200)
+                    if translator is None:
+                        out.append(block)
+                    else:
+                        out.append(translator.feed(event.decode(), msgspec.json.decode(data)))
+                if translator is not None and tally.complete:
+                    out.append(translator.finish())
+                if out:
+                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+        else:
+            openai_tally = OpenAITally()
+            self.tally = openai_tally
+            async for chunk in response.content.iter_any():
+                out = []
+                for block in splitter.feed(chunk):
+                    _, data = fields(block)
+                    usage_only = openai_tally.on_chunk(data)
+                    if data == b"[DONE]" and not self.settled:
+                        usage, estimated = openai_tally.usage()
+                        await self.settle(route, usage, estimated=estimated, status=200)
+                    if not usage_only or self.client_wants_usage:
+                        out.append(block)
+                if out:
+                    await send({"type": "http.response.body", "body": b"".join(out), "more_body": True})
+        if not self.settled:  # the upstream ended without its final event
+            raise ConnectionError("the upstream stream ended early")
+        await send({"type": "http.response.body", "body": splitter.pending, "more_body": False})
+
+    async def start_response(self, status: int, content_type: str) -> None:
+        overhead_ms = (time.perf_counter() - self.started - self.upstream_seconds) * 1000
+        headers = [
+            (b"content-type", content_type.encode()),
+            (b"request-id", self.request_id.encode()),
+            (
+                b"server-timing",
+                f"proxy;dur={overhead_ms:.3f}, upstream;dur={self.upstream_seconds * 1000:.3f}".encode(),
+            ),
+            *self.limit_headers,
+        ]
+        if content_type.startswith("text/event-stream"):
+            headers.append((b"cache-control", b"no-cache"))
+        self.response_started = True
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+
+    async def fail(self, error: ProxyError) -> None:
+        if self.response_started or error.status == CLIENT_CLOSED:
+            return
+        body = error.body(self.family, self.request_id)
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"request-id", self.request_id.encode()),
+            *self.limit_headers,
+            *error.headers,
+        ]
+        self.response_started = True
+        await self.send({"type": "http.response.start", "status": error.status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    # --- limits and metering --------------------------------------------------------------------------
+
+    def limit_header_list(self, reservation: Reservation) -> list[tuple[bytes, bytes]]:
+        build = anthropic_headers if self.family == "anthropic" else openai_limit_headers
+        return build(reservation.state)
+
+    def rate_limited(self, limited: RateLimited) -> ProxyError:
+        if limited.scope == "spend":
+            return ProxyError(
+                402,
+                "spending_cap_reached",
+                "Your credit balance is too low: this month's spending cap is reached.",
+            )
+        if limited.permanent:
+            return bad_request(
+                f"This request could never fit the plan's {limited.dimension} per minute "
+                f"for this {limited.scope}: lower max_tokens or shorten the input.",
+                code="request_exceeds_limit",
+            )
+        build = anthropic_headers if self.family == "anthropic" else openai_limit_headers
+        headers = build(limited.headers_state)  # includes retry-after
+        return ProxyError(
+            429,
+            "rate_limited",
+            f"Rate limit reached: {limited.dimension} per minute for this {limited.scope}. "
+            f"Retry after {limited.retry_after} s.",
+            headers=headers,
+        )
+
+    def usage_record(self, route: Route, usage: TokenUsage, estimated: bool, status: int) -> UsageRecord:
+        assert self.principal is not None
+        return UsageRecord(
+            request_id=self.request_id,
+            attempt=self.attempt,
+            user_id=self.principal.user_id,
+            api_key_id=self.principal.key_id,
+            event_type="ai_request",
+            model=route.model,
+            provider=route.upstream.name,
+            usage=usage,
+            cost_microdollars=upstream_cost_microdollars(route.model, usage),
+            latency_ms=int((time.perf_counter() - self.started) * 1000),
+            status=status,
+            estimated=estimated,
+            created_at_us=int(time.time() * 1_000_000),
+            price_version=PRICE_TABLE_VERSION,
+        )
+
+    async def settle(self, route: Route, usage: TokenUsage, *, estimated: bool, status: int) -> None:
+        """Settle the reservation to the real usage and store the usage event: one Redis round trip."""
+        if self.settled or self.reservation is None:
+            return
+        self.settled = True
+        record = self.usage_record(route, usage, estimated, status)
+        tokens = (
+            usage.input_tokens
+            + usage.output_tokens
+            + usage.cache_read_tokens
+            + usage.cache_write_5m_tokens
+            + usage.cache_write_1h_tokens
+        )
+        await self.rt.limiter.settle(
+            self.reservation,
+            tokens,
+            record.cost_microdollars,
+            stream=self.rt.usage_stream,
+            stream_fields={"e": encode(record)},
+        )
+
+    # --- the models list (no upstream call) ------------------------------------------------------------
+
+    async def list_models(self) -> None:
+        """Anthropic's list format when the caller speaks Anthropic (``anthropic-version`` or
+        ``x-api-key``), OpenAI's otherwise."""
+        await self.authenticate()
+        models = self.rt.catalog.models()
+        if b"anthropic-version" in self.headers or b"x-api-key" in self.headers:
+            self.family = "anthropic"
+            data = [
+                {"type": "model", "id": name, "display_name": name, "created_at": "2025-01-01T00:00:00Z"}
+                for name, _ in models
+            ]
+            body = {
+                "data": data,
+                "has_more": False,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+            }
+        else:
+            body = {
+                "object": "list",
+                "data": [
+                    {"id": name, "object": "model", "created": 1735689600, "owned_by": upstream.name}
+                    for name, upstream in models
+                ],
+            }
+        await self.start_response(200, "application/json")
+        await self.send({"type": "http.response.body", "body": msgspec.json.encode(body)})

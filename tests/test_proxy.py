@@ -1,0 +1,418 @@
+"""The AI proxy, driven by the official anthropic and openai SDKs (and by hand, as Dex does), against the
+sandbox upstreams: answers, streams, tools, translation, errors, and exactly one usage event per attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+from sqlalchemy import select
+
+from conftest import RunningServer, eventually
+from poindexter_cloud.billing.models import Subscription, UsageEvent
+from poindexter_cloud.core.resources import Resources
+from test_accounts import bearer, register
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+MODEL = "claude-sonnet-4-5"
+
+
+async def subscriber(
+    web: httpx.AsyncClient, resources: Resources, plan: str = "basic", status: str = "active"
+) -> dict[str, Any]:
+    """A registered user with an API key and a subscription in the given Stripe status."""
+    tokens = await register(web)
+    key = (await web.post("/v1/api-keys/", json={"name": "dex"}, headers=bearer(tokens))).json()
+    async with resources.db.sessions() as session:
+        session.add(
+            Subscription(
+                user_id=uuid.UUID(tokens["user_id"]),
+                stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
+                stripe_price_id="price_test",
+                plan=plan,
+                status=status,
+            )
+        )
+        await session.commit()
+    return {**tokens, "key": key["key"], "key_id": key["id"]}
+
+
+@pytest.fixture
+async def dex(web: httpx.AsyncClient, resources: Resources) -> dict[str, Any]:
+    return await subscriber(web, resources)
+
+
+def claude(proxy_url: str, key: str) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=proxy_url, api_key=key, max_retries=0)
+
+
+def gpt(proxy_url: str, key: str) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=f"{proxy_url}/v1", api_key=key, max_retries=0)
+
+
+async def events_of(resources: Resources, user_id: str, count: int = 1) -> list[UsageEvent]:
+    """The user's usage events once the worker has drained at least ``count`` of them."""
+
+    async def drained() -> list[UsageEvent] | None:
+        async with resources.db.sessions() as session:
+            rows = (
+                (
+                    await session.execute(
+                        select(UsageEvent)
+                        .where(UsageEvent.user_id == uuid.UUID(user_id))
+                        .order_by(UsageEvent.created_at, UsageEvent.attempt)
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        return list(rows) if len(rows) >= count else None
+
+    result: list[UsageEvent] = await eventually(drained)
+    return result
+
+
+async def test_a_message_is_answered_and_metered_exactly(
+    proxy_server: RunningServer, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    message = await claude(proxy_server.url, dex["key"]).messages.create(
+        model=MODEL,
+        max_tokens=100,
+        system="You are terse.",
+        messages=[{"role": "user", "content": "Hello there sandbox, how are you today my friend?"}],
+    )
+    assert message.content[0].type == "text" and message.content[0].text.startswith("Sandbox reply to:")
+    (event,) = await events_of(resources, dex["user_id"])
+    assert (event.input_tokens, event.output_tokens) == (
+        message.usage.input_tokens,
+        message.usage.output_tokens,
+    )
+    assert (event.model, event.status, event.estimated, event.attempt) == (MODEL, 200, False, 0)
+    assert str(event.api_key_id) == dex["key_id"] and event.cost_microdollars > 0
+
+
+async def test_a_streamed_message_with_a_tool_call(
+    proxy_server: RunningServer, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    tools = [
+        {
+            "name": "get_weather",
+            "description": "Weather in a city",
+            "input_schema": {
+                "type": "object",
+                "properties": {"city": {"type": "string"}, "days": {"type": "integer"}},
+            },
+        }
+    ]
+    async with claude(proxy_server.url, dex["key"]).messages.stream(
+        model=MODEL,
+        max_tokens=200,
+        tools=tools,
+        messages=[{"role": "user", "content": "Use the tool for the weather in Paris"}],
+    ) as stream:
+        deltas = [event async for event in stream if event.type == "content_block_delta"]
+        final = await stream.get_final_message()
+    assert any(d.delta.type == "input_json_delta" for d in deltas)
+    tool_use = next(block for block in final.content if block.type == "tool_use")
+    assert tool_use.name == "get_weather" and tool_use.input == {"city": "sandbox", "days": 1}
+    assert final.stop_reason == "tool_use"
+    (event,) = await events_of(resources, dex["user_id"])
+    assert (event.input_tokens, event.output_tokens) == (final.usage.input_tokens, final.usage.output_tokens)
+    assert event.estimated is False
+
+
+async def test_dex_raw_client_with_only_x_api_key(proxy_server: RunningServer, dex: dict[str, Any]) -> None:
+    """Dex's own client: x-api-key and anthropic-version only, SSE parsed line by line."""
+    events: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream(
+            "POST",
+            f"{proxy_server.url}/v1/messages",
+            headers={
+                "x-api-key": dex["key"],
+                "anthropic-version": "2023-06-01",
+                "content-type": "application/json",
+            },
+            json={
+                "model": MODEL,
+                "max_tokens": 50,
+                "stream": True,
+                "messages": [{"role": "user", "content": "say hi"}],
+            },
+        ) as response,
+    ):
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert "proxy;dur=" in response.headers["server-timing"]
+        name = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                name = line[6:].strip()
+            elif line.startswith("data:"):
+                events.append((name, json.loads(line[5:])))
+    names = [name for name, _ in events]
+    assert names[0] == "message_start" and names[-1] == "message_stop"
+    text = "".join(d["delta"].get("text", "") for n, d in events if n == "content_block_delta")
+    assert text.startswith("Sandbox reply to: say hi")
+
+
+async def test_openai_chat_is_translated_for_an_anthropic_model(
+    proxy_server: RunningServer, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    client = gpt(proxy_server.url, dex["key"])
+    completion = await client.chat.completions.create(
+        model=MODEL,
+        max_tokens=60,
+        messages=[
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hello from openai"},
+        ],
+    )
+    assert completion.choices[0].message.content.startswith("Sandbox reply to: hello from openai")
+    assert completion.choices[0].finish_reason == "stop"
+    chunks = [
+        chunk
+        async for chunk in await client.chat.completions.create(
+            model=MODEL,
+            max_tokens=60,
+            stream=True,
+            stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": "hello from openai"}],
+        )
+    ]
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == completion.choices[0].message.content
+    assert (
+        chunks[-1].usage is not None
+        and chunks[-1].usage.completion_tokens == completion.usage.completion_tokens
+    )
+    events = await events_of(resources, dex["user_id"], 2)
+    assert [e.output_tokens for e in events] == [completion.usage.completion_tokens] * 2
+
+
+async def test_unsupported_parameter_is_a_clear_400(proxy_server: RunningServer, dex: dict[str, Any]) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        await gpt(proxy_server.url, dex["key"]).chat.completions.create(
+            model=MODEL, n=2, messages=[{"role": "user", "content": "two answers please"}]
+        )
+    assert "n" in str(caught.value)
+
+
+async def test_openai_model_passthrough_strips_the_usage_chunk_unless_asked(
+    proxy_server: RunningServer, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    client = gpt(proxy_server.url, dex["key"])
+    plain = [
+        c
+        async for c in await client.chat.completions.create(
+            model="gpt-4o", stream=True, messages=[{"role": "user", "content": "count me"}]
+        )
+    ]
+    assert all(c.choices for c in plain)  # no usage-only chunk the client did not ask for
+    (event,) = await events_of(resources, dex["user_id"])
+    assert event.output_tokens > 0 and event.estimated is False and event.provider == "openai-sandbox"
+
+
+async def test_models_in_both_formats_embeddings_and_count_tokens(
+    proxy_server: RunningServer, dex: dict[str, Any]
+) -> None:
+    openai_models = [m.id async for m in gpt(proxy_server.url, dex["key"]).models.list()]
+    assert MODEL in openai_models and "gpt-4o" in openai_models
+    async with httpx.AsyncClient() as client:
+        listed = (
+            await client.get(
+                f"{proxy_server.url}/v1/models",
+                headers={"x-api-key": dex["key"], "anthropic-version": "2023-06-01"},
+            )
+        ).json()
+    assert listed["data"][0]["type"] == "model" and "has_more" in listed
+    embedding = await gpt(proxy_server.url, dex["key"]).embeddings.create(
+        model="text-embedding-3-small", input=["one", "two"]
+    )
+    assert len(embedding.data) == 2 and len(embedding.data[0].embedding) == 8
+    counted = await claude(proxy_server.url, dex["key"]).messages.count_tokens(
+        model=MODEL, messages=[{"role": "user", "content": "four words right here"}]
+    )
+    assert counted.input_tokens == 4
+
+
+async def test_auth_and_entitlement_errors_in_each_family(
+    proxy_server: RunningServer, web: httpx.AsyncClient, resources: Resources
+) -> None:
+    with pytest.raises(anthropic.AuthenticationError):
+        await claude(proxy_server.url, "pk_test_" + "x" * 49).messages.create(
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    with pytest.raises(openai.AuthenticationError):
+        await gpt(proxy_server.url, "nonsense").chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+        )
+    unsubscribed = await register(web)
+    key = (await web.post("/v1/api-keys/", headers=bearer(unsubscribed))).json()["key"]
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        await claude(proxy_server.url, key).messages.create(
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 402 and "subscribe" in caught.value.message.lower()
+    past_due = await subscriber(web, resources, status="past_due")
+    with pytest.raises(anthropic.PermissionDeniedError):
+        await claude(proxy_server.url, past_due["key"]).messages.create(
+            model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+    active = await subscriber(web, resources)
+    with pytest.raises(anthropic.NotFoundError):
+        await claude(proxy_server.url, active["key"]).messages.create(
+            model="claude-nonexistent", max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+        )
+
+
+async def test_retry_before_the_first_byte_and_each_attempt_metered(
+    proxy_server: RunningServer,
+    sandbox_server: RunningServer,
+    dex: dict[str, Any],
+    resources: Resources,
+    worker: Any,
+) -> None:
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+        await sandbox.post("/anthropic/_control/faults", json={"status": 529, "count": 1})
+    message = await claude(proxy_server.url, dex["key"]).messages.create(
+        model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "retry me please"}]
+    )
+    assert message.content[0].text.startswith("Sandbox reply")
+    failed, succeeded = await events_of(resources, dex["user_id"], 2)
+    assert (failed.attempt, failed.status, failed.input_tokens) == (0, 529, 0)
+    assert (succeeded.attempt, succeeded.status) == (1, 200)
+    assert succeeded.request_id == failed.request_id
+
+
+async def test_no_retry_after_the_first_byte(
+    proxy_server: RunningServer,
+    sandbox_server: RunningServer,
+    dex: dict[str, Any],
+    resources: Resources,
+    worker: Any,
+) -> None:
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+        await sandbox.post("/anthropic/_control/faults", json={"disconnect_after_events": 4, "count": 1})
+        before = (await sandbox.get("/anthropic/_control/stats")).json()["requests"]
+    with pytest.raises(Exception, match=r"incomplete|closed|ended"):  # the SDK's transport error
+        async with claude(proxy_server.url, dex["key"]).messages.stream(
+            model=MODEL, max_tokens=50, messages=[{"role": "user", "content": "words=40 please"}]
+        ) as stream:
+            async for _ in stream:
+                pass
+            await stream.get_final_message()
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+        assert (await sandbox.get("/anthropic/_control/stats")).json()["requests"] == before + 1
+    (event,) = await events_of(resources, dex["user_id"])
+    assert event.estimated is True and event.input_tokens > 0
+
+
+async def test_a_client_disconnect_stops_the_upstream_and_meters_what_was_relayed(
+    proxy_server: RunningServer,
+    sandbox_server: RunningServer,
+    dex: dict[str, Any],
+    resources: Resources,
+    worker: Any,
+) -> None:
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+        cancelled_before = (await sandbox.get("/anthropic/_control/stats")).json()["streams_cancelled"]
+    async with (
+        httpx.AsyncClient(timeout=10) as client,
+        client.stream(
+            "POST",
+            f"{proxy_server.url}/v1/messages",
+            headers={
+                "x-api-key": dex["key"],
+                "anthropic-version": "2023-06-01",
+                "x-sandbox-tokens-per-second": "200",
+            },
+            json={
+                "model": MODEL,
+                "max_tokens": 5000,
+                "stream": True,
+                "messages": [{"role": "user", "content": "words=2000 go"}],
+            },
+        ) as response,
+    ):
+        seen = 0
+        async for line in response.aiter_lines():
+            seen += line.startswith("event: content_block_delta")
+            if seen >= 5:
+                break
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+
+        async def cancelled() -> bool:
+            stats = (await sandbox.get("/anthropic/_control/stats")).json()
+            return bool(stats["streams_cancelled"] > cancelled_before)
+
+        await eventually(cancelled, within=5)
+    (event,) = await events_of(resources, dex["user_id"])
+    assert event.estimated is True and event.status == 499
+    assert event.input_tokens == 2  # from message_start: the sandbox counts "words=2000" and "go"
+    assert 1 <= event.output_tokens < 1000  # what was relayed (4 characters a token), not 2000 words
+
+
+async def test_prompt_cache_reads_and_writes_are_priced_field_by_field(
+    proxy_server: RunningServer, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    words = [uuid.uuid4().hex, *(f"rule{i}" for i in range(999))]  # unique, so never cached before
+    system = [{"type": "text", "text": " ".join(words), "cache_control": {"type": "ephemeral"}}]
+    client = claude(proxy_server.url, dex["key"])
+    for _ in range(2):
+        await client.messages.create(
+            model=MODEL,
+            max_tokens=10,
+            system=system,
+            messages=[{"role": "user", "content": "short question"}],
+        )
+    write, read = await events_of(resources, dex["user_id"], 2)
+    assert (write.cache_write_5m_tokens, write.cache_read_tokens) == (1000, 0)
+    assert (read.cache_write_5m_tokens, read.cache_read_tokens) == (0, 1000)
+    # claude-sonnet-4-5: $3/M input, $15/M output, $0.30/M cache read, $3.75/M 5-minute cache write.
+    for event in (write, read):
+        expected = (
+            event.input_tokens * 3
+            + event.output_tokens * 15
+            + event.cache_read_tokens * 0.3
+            + event.cache_write_5m_tokens * 3.75
+        )
+        assert event.cost_microdollars == -(-expected // 1)
+
+
+async def test_rate_limit_holds_across_two_proxies_under_concurrency(
+    proxy_server: RunningServer, settings: Any, resources: Resources, dex: dict[str, Any]
+) -> None:
+    from poindexter_cloud.billing.plans import plan_named
+    from poindexter_cloud.core.http import create_app
+    from poindexter_cloud.core.settings import Role
+
+    limit = plan_named("basic").requests_per_minute_per_key
+    async with RunningServer(create_app(Role.PROXY, settings)) as second:
+
+        async def one(url: str) -> int:
+            async with httpx.AsyncClient(timeout=30) as client:
+                response = await client.post(
+                    f"{url}/v1/messages",
+                    headers={"x-api-key": dex["key"], "anthropic-version": "2023-06-01"},
+                    json={"model": MODEL, "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+                )
+                if response.status_code == 429:
+                    assert response.headers["anthropic-ratelimit-requests-remaining"] == "0"
+                    assert int(response.headers["retry-after"]) >= 1
+                    assert response.json()["error"]["type"] == "rate_limit_error"
+                return response.status_code
+
+        statuses = await asyncio.gather(
+            *(one(proxy_server.url if i % 2 else second.url) for i in range(limit + 15))
+        )
+    assert statuses.count(200) in (limit, limit + 1)
+    assert statuses.count(429) == len(statuses) - statuses.count(200)
