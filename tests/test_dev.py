@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import anthropic
 import httpx
 import psutil
 import psycopg
@@ -68,6 +69,35 @@ def stop_dev(process: subprocess.Popen[str], state_dir: Path) -> None:
     assert leftovers == []
 
 
+def a_newcomer_gets_an_answer_from_the_proxy(urls: dict[str, str]) -> str:
+    """README's path: sign up, make a key, get a plan (an operator's comp in dev), ask Claude via the proxy."""
+    email = "newcomer@example.com"
+    tokens = httpx.post(
+        f"{urls['web']}/v1/auth/register", json={"email": email, "password": "a long passphrase"}, timeout=10
+    ).json()
+    key: str = httpx.post(
+        f"{urls['web']}/v1/api-keys/",
+        headers={"Authorization": f"Bearer {tokens['access_token']}"},
+        timeout=10,
+    ).json()["key"]
+    env = {**os.environ, "DATABASE_URL": urls["postgres"], "REDIS_URL": urls["redis"]}
+    comp = subprocess.run(
+        [sys.executable, "-m", "poindexter_cloud", "admin", "billing", "comp", email],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert comp.returncode == 0, comp.stderr
+    answer = anthropic.Anthropic(base_url=urls["proxy"], api_key=key, max_retries=0).messages.create(
+        model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "hello dex"}]
+    )
+    assert answer.content[0].text.startswith("Sandbox reply to: hello dex")
+    mail = httpx.get(f"{urls['mail']}", params={"to": email}, timeout=5).json()["messages"]
+    assert mail and "verify-email" in mail[0]["text"]
+    return key
+
+
 def test_dev_starts_from_nothing_restarts_onto_its_data_and_leaves_nothing_behind(tmp_path: Path) -> None:
     state_dir = tmp_path / "state"
     process, urls = start_dev(state_dir)
@@ -75,6 +105,7 @@ def test_dev_starts_from_nothing_restarts_onto_its_data_and_leaves_nothing_behin
         for role in ("web", "proxy"):
             assert httpx.get(f"{urls[role]}/readyz", timeout=5).json()["status"] == "ok"
         assert httpx.get(f"{urls['sandbox']}/healthz", timeout=5).status_code == 200
+        key = a_newcomer_gets_an_answer_from_the_proxy(urls)
         with psycopg.connect(urls["postgres"]) as connection:
             connection.execute("CREATE TABLE dev_marker (note text)")
             connection.execute("INSERT INTO dev_marker VALUES ('still here')")
@@ -86,5 +117,9 @@ def test_dev_starts_from_nothing_restarts_onto_its_data_and_leaves_nothing_behin
         with psycopg.connect(urls["postgres"]) as connection:
             assert connection.execute("SELECT note FROM dev_marker").fetchone() == ("still here",)
         assert httpx.get(f"{urls['web']}/readyz", timeout=5).status_code == 200
+        answer = anthropic.Anthropic(base_url=urls["proxy"], api_key=key, max_retries=0).messages.create(
+            model="claude-sonnet-4-5", max_tokens=20, messages=[{"role": "user", "content": "still there?"}]
+        )
+        assert answer.content[0].text.startswith("Sandbox reply")
     finally:
         stop_dev(process, state_dir)

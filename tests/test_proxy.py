@@ -416,3 +416,100 @@ async def test_rate_limit_holds_across_two_proxies_under_concurrency(
         )
     assert statuses.count(200) in (limit, limit + 1)
     assert statuses.count(429) == len(statuses) - statuses.count(200)
+
+
+async def test_a_spending_cap_refuses_requests_past_it(
+    proxy_server: RunningServer, web: httpx.AsyncClient, dex: dict[str, Any]
+) -> None:
+    client = claude(proxy_server.url, dex["key"])
+    await client.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    capped = await web.put("/v1/billing/spend-cap", json={"monthly_cap_usd": 0.0001}, headers=bearer(dex))
+    assert capped.status_code == 200
+    with pytest.raises(anthropic.APIStatusError) as caught:
+        await client.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+    assert caught.value.status_code == 402 and "spending cap" in caught.value.message
+    await web.put("/v1/billing/spend-cap", json={"monthly_cap_usd": None}, headers=bearer(dex))
+    await client.messages.create(model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}])
+
+
+async def test_an_operator_can_grant_a_complimentary_plan(
+    proxy_server: RunningServer, web: httpx.AsyncClient, settings: Any
+) -> None:
+    from test_admin import admin_cli
+
+    user = await register(web)
+    key = (await web.post("/v1/api-keys/", headers=bearer(user))).json()["key"]
+    account = (await web.get("/v1/account/", headers=bearer(user))).json()
+    granted = admin_cli(settings, "billing", "comp", account["email"], "--plan", "pro")
+    assert granted.returncode == 0, granted.stderr
+    message = await claude(proxy_server.url, key).messages.create(
+        model=MODEL, max_tokens=5, messages=[{"role": "user", "content": "hi"}]
+    )
+    assert message.content[0].text
+
+
+async def test_beta_headers_and_cache_fields_pass_through_untouched(
+    proxy_server: RunningServer, sandbox_server: RunningServer, dex: dict[str, Any]
+) -> None:
+    marker = uuid.uuid4().hex
+    body = {
+        "model": MODEL,
+        "max_tokens": 5,
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {
+                        "type": "text",
+                        "text": f"cached {marker}",
+                        "cache_control": {"type": "ephemeral", "ttl": "1h"},
+                    }
+                ],
+            }
+        ],
+    }
+    async with httpx.AsyncClient() as client:
+        response = await client.post(
+            f"{proxy_server.url}/v1/messages",
+            json=body,
+            headers={
+                "x-api-key": dex["key"],
+                "anthropic-version": "2023-06-01",
+                "anthropic-beta": "extended-cache-ttl",
+            },
+        )
+        assert response.status_code == 200
+        assert response.json()["usage"]["cache_creation"]["ephemeral_1h_input_tokens"] == 2
+        forwarded = (await client.get(f"{sandbox_server.url}/anthropic/_control/requests")).json()["requests"]
+    seen = next(r for r in reversed(forwarded) if marker in json.dumps(r["body"]))
+    assert seen["headers"]["anthropic-beta"] == "extended-cache-ttl"
+    assert seen["body"] == body
+    assert dex["key"] not in json.dumps(seen)  # our key stays with us; the upstream sees its own
+
+
+async def test_legacy_completions_and_wrong_endpoints(
+    proxy_server: RunningServer, dex: dict[str, Any]
+) -> None:
+    client = gpt(proxy_server.url, dex["key"])
+    completion = await client.completions.create(
+        model="gpt-3.5-turbo-instruct", prompt="once upon", max_tokens=5
+    )
+    assert completion.choices[0].text and completion.usage is not None
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client.completions.create(model=MODEL, prompt="legacy on claude", max_tokens=5)
+    assert "not available on this endpoint" in str(caught.value)
+    with pytest.raises(openai.BadRequestError):
+        await client.embeddings.create(model=MODEL, input="embed on claude")
+
+
+def test_an_upstream_key_that_keeps_failing_is_tried_last() -> None:
+    from poindexter_cloud.proxy.breaker import Breakers
+
+    breakers = Breakers(failures_to_open=2, open_seconds=60)
+    candidates = [("a", "key-1"), ("a", "key-2")]
+    breakers.failure("key-1")
+    assert breakers.order(candidates) == candidates  # one failure is not a pattern
+    breakers.failure("key-1")
+    assert breakers.order(candidates) == [("a", "key-2"), ("a", "key-1")]
+    breakers.success("key-1")
+    assert breakers.order(candidates) == candidates

@@ -22,6 +22,8 @@ class Subscription(Base):
     status: Mapped[str] = mapped_column(Text)  # Stripe's: active, past_due, canceled, ...
     current_period_start: Mapped[datetime | None]
     current_period_end: Mapped[datetime | None]
+    # Optional monthly cap on AI spend (upstream cost), set by the subscriber; None = no cap.
+    spend_cap_microdollars: Mapped[int | None] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
 

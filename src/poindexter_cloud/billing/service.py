@@ -9,6 +9,7 @@ from sqlalchemy import select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.billing.models import Subscription
+from poindexter_cloud.core.errors import Conflict, NotFound
 
 
 async def ensure_usage_partitions(session: AsyncSession, months_ahead: int) -> int:
@@ -39,14 +40,59 @@ NO_SUBSCRIPTION = Entitlement(None, "none")
 async def entitlement(session: AsyncSession, user_id: uuid.UUID) -> Entitlement:
     row = (
         await session.execute(
-            select(Subscription.plan, Subscription.status).where(Subscription.user_id == user_id)
+            select(Subscription.plan, Subscription.status, Subscription.spend_cap_microdollars).where(
+                Subscription.user_id == user_id
+            )
         )
     ).one_or_none()
     if row is None:
         return NO_SUBSCRIPTION
-    plan, status = row
+    plan, status, cap = row
     if status in ENTITLED_STATUSES:
-        return Entitlement(plan, "active")
+        return Entitlement(plan, "active", cap)
     if status in SUSPENDED_STATUSES:
-        return Entitlement(plan, "suspended")
-    return Entitlement(plan, "none")
+        return Entitlement(plan, "suspended", cap)
+    return Entitlement(plan, "none", cap)
+
+
+class NoSubscription(NotFound):
+    code = "no_subscription"
+
+
+async def set_spend_cap(session: AsyncSession, user_id: uuid.UUID, cap_microdollars: int | None) -> None:
+    subscription = (
+        await session.execute(select(Subscription).where(Subscription.user_id == user_id).with_for_update())
+    ).scalar_one_or_none()
+    if subscription is None:
+        raise NoSubscription("There is no subscription to cap yet.")
+    subscription.spend_cap_microdollars = cap_microdollars
+
+
+COMP_PREFIX = "comp_"
+
+
+async def grant_complimentary(session: AsyncSession, user_id: uuid.UUID, plan: str) -> Subscription:
+    """An operator-granted subscription outside Stripe (staff, partners, a newcomer's dev setup).
+
+    Its id starts with ``comp_`` so Stripe synchronisation leaves it alone."""
+    from poindexter_cloud.billing.plans import plan_named
+
+    plan_named(plan)  # refuses an unknown plan
+    subscription = (
+        await session.execute(select(Subscription).where(Subscription.user_id == user_id).with_for_update())
+    ).scalar_one_or_none()
+    if subscription is None:
+        subscription = Subscription(
+            user_id=user_id,
+            stripe_subscription_id=f"{COMP_PREFIX}{uuid.uuid4().hex}",
+            stripe_price_id=f"{COMP_PREFIX}{plan}",
+            plan=plan,
+            status="active",
+        )
+        session.add(subscription)
+    elif not subscription.stripe_subscription_id.startswith(COMP_PREFIX):
+        raise Conflict("This user pays through Stripe; change the plan there.")
+    else:
+        subscription.plan, subscription.status = plan, "active"
+    await session.flush()
+    return subscription

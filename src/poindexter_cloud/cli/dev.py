@@ -54,6 +54,7 @@ def handle(args: argparse.Namespace) -> int:
         if not os.environ.get("REDIS_URL"):
             redis = stack.enter_context(EmbeddedRedis(state_dir / "valkey"))
             os.environ["REDIS_URL"] = redis.url
+        os.environ.setdefault("SANDBOX_URL", f"http://{HOST}:{args.sandbox_port}")
         os.environ.setdefault("SMTP_HOST", HOST)
         os.environ.setdefault("SMTP_PORT", str(args.smtp_port))
         os.environ.setdefault("WEB_BASE_URL", f"http://{HOST}:{args.web_port}")
