@@ -70,7 +70,7 @@ def stop_dev(process: subprocess.Popen[str], state_dir: Path) -> None:
 
 
 def a_newcomer_gets_an_answer_from_the_proxy(urls: dict[str, str]) -> str:
-    """README's path: sign up, make a key, get a plan (an operator's comp in dev), ask Claude via the proxy."""
+    """The README's path: sign up, make a key, get a plan (an operator's comp in dev), ask the proxy."""
     email = "newcomer@example.com"
     tokens = httpx.post(
         f"{urls['web']}/v1/auth/register", json={"email": email, "password": "a long passphrase"}, timeout=10
