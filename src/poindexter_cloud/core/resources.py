@@ -5,7 +5,7 @@ from __future__ import annotations
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from poindexter_cloud.core.db import Database, UnitOfWork
 from poindexter_cloud.core.queue import JobQueue
@@ -22,9 +22,12 @@ class Resources:
     @classmethod
     async def open(cls, settings: Settings) -> Resources:
         db = Database.from_url(settings.database_url, settings.db_pool_size)
-        redis = Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        # A blocking pool: a burst waits briefly for a connection instead of failing with "too many".
+        pool = BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=settings.redis_pool_size, timeout=5,
+            socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
         )
+        redis = Redis(connection_pool=pool)
         queue = JobQueue(
             settings.redis_url,
             max_attempts=settings.job_max_attempts,

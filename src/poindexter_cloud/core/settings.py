@@ -197,6 +197,9 @@ class Settings:
     db_pool_size: int = setting(
         "DB_POOL_SIZE", _positive_int, "10", help="PostgreSQL connections per process"
     )
+    redis_pool_size: int = setting(
+        "REDIS_POOL_SIZE", _positive_int, "256", help="Redis connections per process (requests wait beyond)"
+    )
     queue_name: str = setting("QUEUE_NAME", _str, "poindexter", help="SAQ queue name (its Redis key prefix)")
     worker_concurrency: int = setting(
         "WORKER_CONCURRENCY", _positive_int, "10", help="jobs one worker process runs at once"

@@ -73,6 +73,7 @@ import calendar
 import math
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 from uuid import UUID
 
@@ -80,6 +81,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from poindexter_cloud.billing.plans import Plan
+from poindexter_cloud.core.redis_scripts import ScriptClient
 
 PREFIX = "poindexter:limits:"
 
@@ -380,9 +382,13 @@ class Limiter:
         window: float = 60.0,
         settle_dedupe: float = 60.0,
         prefix: str = PREFIX,
+        scripts: ScriptClient | None = None,
     ) -> None:
-        self._reserve_script = redis.register_script(_RESERVE_LUA)
-        self._settle_script = redis.register_script(_SETTLE_LUA)
+        self._reserve_script: Callable[..., Awaitable[Any]] = redis.register_script(_RESERVE_LUA)
+        self._settle_script: Callable[..., Awaitable[Any]] = redis.register_script(_SETTLE_LUA)
+        if scripts is not None:  # the proxy's pipelined connection (core/redis_scripts.py)
+            self._reserve_script = scripts.register(_RESERVE_LUA)
+            self._settle_script = scripts.register(_SETTLE_LUA)
         self._prefix = prefix
         self._window_ms = round(window * 1000)
         self._ttl_ms = round(reservation_ttl * 1000)

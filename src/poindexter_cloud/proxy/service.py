@@ -23,6 +23,7 @@ from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
 from poindexter_cloud.billing.plans import plan_named
 from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, encode, stream_for
+from poindexter_cloud.core.redis_scripts import ScriptClient
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.proxy import translate
@@ -78,7 +79,8 @@ class ProxyRuntime:
         self.catalog = Catalog(parse_upstreams(settings.upstreams_json))
         self.verifier = verifier
         self.entitlements = Entitlements(resources.db, verifier)
-        self.limiter = Limiter(resources.redis)
+        self.scripts = ScriptClient(settings.redis_url)
+        self.limiter = Limiter(resources.redis, scripts=self.scripts)
         self.usage_stream = stream_for(settings.queue_name)
         self.buffer = UsageBuffer(resources.redis, stream=self.usage_stream)
         self.breakers = Breakers(settings.proxy_breaker_failures, settings.proxy_breaker_open_seconds)
@@ -101,6 +103,7 @@ class ProxyRuntime:
     async def stop(self) -> None:
         if self.http is not None:
             await self.http.close()
+        await self.scripts.close()
 
     async def serve(self, endpoint: Endpoint, scope: dict[str, Any], receive: Receive, send: Send) -> None:
         call = Call(self, endpoint, scope, receive, send)

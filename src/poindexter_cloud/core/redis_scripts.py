@@ -1,0 +1,142 @@
+"""Lua scripts over one pipelined Redis connection: the proxy's two round trips per request, made cheap.
+
+Measured here, redis-py's asyncio client spends about 120 µs of CPU per EVALSHA in Python (connection pool
+checkout, command packing, response handling), more than Redis spends running the script. Every proxied
+request makes two script calls (reserve, settle), so that was most of the proxy's own cost. This client
+keeps one connection per process, writes each call at once (calls from concurrent requests pipeline on
+the wire), parses replies with hiredis' C parser and hands each reply to the oldest waiting call, as
+Redis answers in order. If the connection drops, every waiting call fails with ``ConnectionError`` and the
+next call reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+from collections import deque
+from typing import Any, cast
+from urllib.parse import unquote, urlsplit
+
+import hiredis
+
+CONNECT_TIMEOUT_SECONDS = 2.0
+
+
+class ScriptError(Exception):
+    """Redis answered a call with an error."""
+
+
+def _encode(parts: tuple[Any, ...]) -> bytes:
+    chunks = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        chunks.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(chunks)
+
+
+class _Connection(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reader = hiredis.Reader()
+        self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.transport: asyncio.Transport | None = None
+        self.lost = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.reader.feed(data)
+        while (reply := self.reader.gets()) is not False:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_result(reply)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        while self.waiting:
+            waiter = self.waiting.popleft()
+            if not waiter.done():
+                waiter.set_exception(ConnectionError("the Redis connection was lost"))
+
+    def send(self, parts: tuple[Any, ...]) -> asyncio.Future[Any]:
+        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting.append(waiter)
+        assert self.transport is not None
+        self.transport.write(_encode(parts))
+        return waiter
+
+
+class ScriptClient:
+    """Runs commands (mostly EVALSHA) for one process over a single pipelined connection."""
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or 6379
+        self._ssl = ssl.create_default_context() if parts.scheme == "rediss" else None
+        self._username = unquote(parts.username) if parts.username else None
+        self._password = unquote(parts.password) if parts.password else None
+        self._db = int(parts.path.lstrip("/") or 0)
+        self._connection: _Connection | None = None
+        self._connecting = asyncio.Lock()
+
+    async def _connect(self) -> _Connection:
+        async with self._connecting:
+            if self._connection is not None and not self._connection.lost:
+                return self._connection
+            loop = asyncio.get_running_loop()
+            _, connection = await asyncio.wait_for(
+                loop.create_connection(_Connection, self._host, self._port, ssl=self._ssl),
+                CONNECT_TIMEOUT_SECONDS,
+            )
+            setup: list[tuple[Any, ...]] = []
+            if self._password is not None:
+                setup.append(
+                    ("AUTH", self._username, self._password) if self._username else ("AUTH", self._password)
+                )
+            if self._db:
+                setup.append(("SELECT", self._db))
+            for command in setup:
+                reply = await connection.send(command)
+                if isinstance(reply, hiredis.ReplyError):
+                    connection.transport.close() if connection.transport else None
+                    raise ScriptError(str(reply))
+            self._connection = connection
+            return connection
+
+    async def call(self, *parts: Any) -> Any:
+        connection = self._connection
+        if connection is None or connection.lost:
+            connection = await self._connect()
+        reply = await connection.send(parts)
+        if isinstance(reply, hiredis.ReplyError):
+            raise ScriptError(str(reply))
+        return reply
+
+    def register(self, lua: str) -> Script:
+        return Script(self, lua)
+
+    async def close(self) -> None:
+        if self._connection is not None and self._connection.transport is not None:
+            self._connection.transport.close()
+        self._connection = None
+
+
+class Script:
+    """A Lua script called by its SHA, loaded on first use (or after Redis restarted)."""
+
+    def __init__(self, client: ScriptClient, lua: str) -> None:
+        self.client = client
+        self.lua = lua
+        self.sha = hashlib.sha1(lua.encode()).hexdigest()
+
+    async def __call__(
+        self, keys: tuple[str, ...] | list[str] = (), args: tuple[Any, ...] | list[Any] = ()
+    ) -> Any:
+        try:
+            return await self.client.call("EVALSHA", self.sha, len(keys), *keys, *args)
+        except ScriptError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
+            return await self.client.call("EVAL", self.lua, len(keys), *keys, *args)
