@@ -51,6 +51,8 @@ class ModuleParts:
     shared resources)."""
 
     routes: list[ControllerRouterHandler] = field(default_factory=list)
+    # Exact paths served by raw ASGI callables before Litestar sees the request (the proxy's hot path).
+    asgi_routes: dict[str, Any] = field(default_factory=dict)
     dependencies: dict[str, Provide] = field(default_factory=dict)
     lifespans: list[Any] = field(default_factory=list)
 
@@ -65,6 +67,7 @@ def module_parts(modules: Sequence[str]) -> ModuleParts:
                 raise
             continue
         parts.routes.extend(routes.ROUTES)
+        parts.asgi_routes.update(getattr(routes, "ASGI_ROUTES", {}))
         parts.dependencies.update(getattr(routes, "DEPENDENCIES", {}))
         for lifespan in getattr(routes, "LIFESPAN", []):
             if lifespan not in parts.lifespans:
@@ -212,4 +215,26 @@ def create_app(role: Role, settings: Settings, resources: Resources | None = Non
         logging_config=None,  # core.logs owns logging
         debug=False,
     )
-    return Observed(app, role.value, access_log=settings.access_log)
+    asgi: Any = FastRoutes(app, parts.asgi_routes) if parts.asgi_routes else app
+    return Observed(asgi, role.value, access_log=settings.access_log)
+
+
+class FastRoutes:
+    """Serves a few exact paths with raw ASGI callables and everything else with Litestar.
+
+    Litestar's routing, dependency and exception layers cost tens of microseconds a request; the proxy's
+    handlers parse nothing they do not need and answer every error themselves, so they skip them.
+    """
+
+    def __init__(self, app: Litestar, routes: dict[str, Any]) -> None:
+        self.app = app
+        self.routes = routes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        handler = self.routes.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None:
+            await self.app(scope, receive, send)
+            return
+        scope["litestar_app"] = self.app
+        scope["path_template"] = scope["path"]
+        await handler(scope, receive, send)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
+
+_encoder = msgspec.json.Encoder(enc_hook=str)
 
 request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
 
@@ -31,7 +34,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _encoder.encode(entry).decode()
 
 
 def configure(level: str = "info") -> None:

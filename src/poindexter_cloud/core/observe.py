@@ -36,6 +36,9 @@ HTTP_LATENCY = Histogram(
 
 UNROUTED = "unrouted"
 
+# The metric children of each label set, looked up once: ``labels()`` costs more than the update itself.
+_SERIES: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
+
 
 def incoming_request_id(scope: Scope) -> str:
     """The caller's X-Request-ID if it is sane, else a fresh one."""
@@ -87,9 +90,12 @@ class Observed:
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or UNROUTED
-            labels = (self.role, scope["method"], route, str(status))
-            HTTP_REQUESTS.labels(*labels).inc()
-            HTTP_LATENCY.labels(*labels).observe(elapsed)
+            labels = (self.role, scope["method"], route, status)
+            series = _SERIES.get(labels)
+            if series is None:
+                series = _SERIES[labels] = (HTTP_REQUESTS.labels(*labels), HTTP_LATENCY.labels(*labels))
+            series[0].inc()
+            series[1].observe(elapsed)
             if span is not None and span_cm is not None:
                 span.set_attribute("http.route", route)
                 span.set_attribute("http.response.status_code", status)

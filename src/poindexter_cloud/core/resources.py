@@ -24,8 +24,12 @@ class Resources:
         db = Database.from_url(settings.database_url, settings.db_pool_size)
         # A blocking pool: a burst waits briefly for a connection instead of failing with "too many".
         pool = BlockingConnectionPool.from_url(
-            settings.redis_url, max_connections=settings.redis_pool_size, timeout=5,
-            socket_connect_timeout=2, socket_timeout=5, health_check_interval=30,
+            settings.redis_url,
+            max_connections=settings.redis_pool_size,
+            timeout=5,
+            socket_connect_timeout=2,
+            socket_timeout=5,
+            health_check_interval=30,
         )
         redis = Redis(connection_pool=pool)
         queue = JobQueue(

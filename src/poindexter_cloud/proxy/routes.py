@@ -30,7 +30,7 @@ def _post_handler(path: str, endpoint: Endpoint) -> Any:
 
     handle.__name__ = f"proxy_{endpoint}"
     handle.__doc__ = f"POST {path}"
-    return asgi(path, is_mount=False)(handle)
+    return handle
 
 
 @asgi("/v1/models", is_mount=False)
@@ -54,12 +54,14 @@ async def proxy_lifespan(app: Litestar) -> AsyncIterator[None]:
         await runtime.stop()
 
 
-ROUTES = [
-    _post_handler("/v1/messages", "messages"),
-    _post_handler("/v1/messages/count_tokens", "count_tokens"),
-    _post_handler("/v1/chat/completions", "chat"),
-    _post_handler("/v1/completions", "completions"),
-    _post_handler("/v1/embeddings", "embeddings"),
-    models,
-]
+ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/messages": "messages",
+    "/v1/messages/count_tokens": "count_tokens",
+    "/v1/chat/completions": "chat",
+    "/v1/completions": "completions",
+    "/v1/embeddings": "embeddings",
+}
+# Served before Litestar (core/http.py FastRoutes): the hot path.
+ASGI_ROUTES = {path: _post_handler(path, endpoint) for path, endpoint in ENDPOINTS.items()}
+ROUTES = [models]
 LIFESPAN = [accounts_lifespan, proxy_lifespan]

@@ -111,6 +111,11 @@ class ProxyRuntime:
             await call.run()
         except ProxyError as error:
             await call.fail(error)
+        except Exception:
+            log.exception("proxy request failed")
+            await call.fail(
+                ProxyError(500, "internal_error", "The proxy failed; the request was not completed.")
+            )
 
 
 def header_map(scope: dict[str, Any]) -> dict[bytes, bytes]:
