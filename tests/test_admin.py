@@ -106,10 +106,12 @@ async def test_suspension_stops_tokens_and_keys_at_once(
         rows = (
             (
                 await session.execute(
-                    select(AuditEvent).where(
+                    select(AuditEvent)
+                    .where(
                         AuditEvent.subject_user_id == uuid.UUID(user["user_id"]),
                         AuditEvent.action.like("admin.%"),
                     )
+                    .order_by(AuditEvent.created_at)
                 )
             )
             .scalars()

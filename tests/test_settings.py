@@ -60,7 +60,11 @@ def test_production_refuses_the_development_secret() -> None:
         {"ENVIRONMENT": "production", "DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h:6379"},
         Role.WEB,
     )
-    assert [problem.env for problem in loaded.problems] == ["SECRET_KEY"]
+    assert [problem.env for problem in loaded.problems] == [
+        "SECRET_KEY",
+        "STRIPE_SECRET_KEY",
+        "STRIPE_WEBHOOK_SECRET",
+    ]
     assert load({"DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h:6379"}, Role.WEB).problems == ()
 
 

@@ -430,6 +430,32 @@ class Accounts:
             ],
         }
 
+    # --- the Stripe customer (billing creates it; accounts owns the users row) ------------------
+
+    async def stripe_customer_id(
+        self, session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False
+    ) -> str | None:
+        """The user's Stripe customer id, if billing has created one. ``for_update`` locks the user row until
+        the transaction ends, so two requests cannot both create a customer."""
+        query = select(User.stripe_customer_id).where(User.id == user_id)
+        if for_update:
+            query = query.with_for_update()
+        found = (await session.execute(query)).one_or_none()
+        if found is None:
+            raise UserNotFound("No such user.")
+        return found[0]
+
+    async def set_stripe_customer_id(
+        self, session: AsyncSession, user_id: uuid.UUID, customer_id: str
+    ) -> None:
+        await session.execute(update(User).where(User.id == user_id).values(stripe_customer_id=customer_id))
+
+    async def user_for_stripe_customer(self, session: AsyncSession, customer_id: str) -> uuid.UUID | None:
+        found: uuid.UUID | None = (
+            await session.execute(select(User.id).where(User.stripe_customer_id == customer_id))
+        ).scalar_one_or_none()
+        return found
+
     # --- operators ------------------------------------------------------------------------------
 
     async def get_user(self, session: AsyncSession, user_id: uuid.UUID) -> User:

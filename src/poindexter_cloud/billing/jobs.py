@@ -6,10 +6,14 @@ import os
 import socket
 from typing import Any
 
+from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
+from poindexter_cloud.accounts.service import Accounts
 from poindexter_cloud.billing import service
+from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.billing.usage_buffer import UsageDrainer, stream_for
-from poindexter_cloud.core.queue import background, cron
+from poindexter_cloud.core.queue import background, cron, job
 from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.webhooks import service as webhooks
 
 
 @cron("17 3 * * *", timeout_seconds=300)
@@ -33,3 +37,38 @@ def usage_drainer(resources: Resources) -> UsageDrainer:
         f"{socket.gethostname()}-{os.getpid()}",
         stream=stream_for(resources.settings.queue_name),
     )
+
+
+@job(timeout_seconds=120)
+async def process_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
+    """Act on one stored Stripe webhook event (``webhooks.service``): read its subscription's current state
+    from Stripe, mirror it into ``subscriptions``, mark the event processed, all in one transaction; then
+    tell every proxy replica. Idempotent: a processed event is skipped, and reading current state makes
+    duplicates and reordered deliveries converge on Stripe's state."""
+    resources: Resources = ctx["resources"]
+    provider = webhooks.STRIPE
+    async with resources.unit_of_work() as uow:
+        pending = await webhooks.start_attempt(uow.session, provider, event_id)
+        await uow.commit()
+    if pending is None:
+        return "already processed"
+    verifier = ApiKeyVerifier(resources.db, resources.redis, resources.settings)
+    try:
+        async with StripeAdapter.from_settings(resources.settings) as stripe, resources.unit_of_work() as uow:
+            claimed = await webhooks.claim(uow.session, provider, event_id)
+            if claimed is None:
+                return "already processed"
+            applied = await service.apply_stripe_event(
+                uow, Accounts(resources.settings), stripe, resources.settings, claimed.type, claimed.payload
+            )
+            await webhooks.mark_processed(uow.session, provider, event_id)
+            user_id = applied.user_id
+            if applied.changed and user_id is not None:
+                uow.after_commit(lambda: verifier.announce_user_changed(user_id))  # proxies re-read the plan
+            await uow.commit()
+    except Exception as exc:
+        async with resources.unit_of_work() as uow:
+            await webhooks.record_failure(uow.session, provider, event_id, f"{type(exc).__name__}: {exc}")
+            await uow.commit()
+        raise
+    return applied.note

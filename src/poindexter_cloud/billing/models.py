@@ -24,6 +24,15 @@ class Subscription(Base):
     current_period_end: Mapped[datetime | None]
     # Optional monthly cap on AI spend (upstream cost), set by the subscriber; None = no cap.
     spend_cap_microdollars: Mapped[int | None] = mapped_column(BigInteger)
+    # Mirrored from Stripe by the webhook processing (billing.service.apply_stripe_subscription).
+    cancel_at_period_end: Mapped[bool] = mapped_column(server_default="false")
+    canceled_at: Mapped[datetime | None]
+    # Why the service is suspended while the status says payment is failing (shown to the subscriber).
+    suspended_reason: Mapped[str | None] = mapped_column(Text)
+    # The first time this subscription granted the service: where provisioning starts.
+    activated_at: Mapped[datetime | None]
+    # Once the subscription has ended: when its identity is to be deprovisioned (provisioning acts on it).
+    deprovision_after: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
 

@@ -55,6 +55,10 @@ def handle(args: argparse.Namespace) -> int:
             redis = stack.enter_context(EmbeddedRedis(state_dir / "valkey"))
             os.environ["REDIS_URL"] = redis.url
         os.environ.setdefault("SANDBOX_URL", f"http://{HOST}:{args.sandbox_port}")
+        # The sandbox Stripe posts its signed webhooks to our web role, as a Stripe endpoint would.
+        os.environ.setdefault("SANDBOX_STRIPE_WEBHOOK_URL", f"http://{HOST}:{args.web_port}/webhooks/stripe")
+        os.environ.setdefault("STRIPE_WEBHOOK_SECRET", "whsec_sandbox")
+        os.environ.setdefault("SANDBOX_STRIPE_WEBHOOK_SECRET", os.environ["STRIPE_WEBHOOK_SECRET"])
         os.environ.setdefault("SMTP_HOST", HOST)
         os.environ.setdefault("SMTP_PORT", str(args.smtp_port))
         os.environ.setdefault("WEB_BASE_URL", f"http://{HOST}:{args.web_port}")
@@ -74,7 +78,12 @@ async def run_dev(settings: Settings, args: argparse.Namespace) -> int:
         Service("sandbox", create_sandbox_app(), HOST, args.sandbox_port),
     ]
 
-    def announce() -> None:
+    from poindexter_cloud.billing.catalog import sync_catalog
+    from poindexter_cloud.billing.stripe_adapter import StripeAdapter
+
+    async def announce() -> None:
+        async with StripeAdapter.from_settings(settings) as stripe:
+            await sync_catalog(stripe)  # the plans' products, prices and meters exist in the sandbox Stripe
         print("\nPoindexter Cloud is running (Ctrl-C stops everything):", flush=True)
         for service in services:
             print(f"  {service.name:<8} {service.url}", flush=True)

@@ -129,6 +129,23 @@ def _upstreams(raw: str) -> str:
     return raw
 
 
+def _non_negative_int(raw: str) -> int:
+    value = _int(raw)
+    if value < 0:
+        raise SettingError(f"expected zero or a positive integer, got {value}")
+    return value
+
+
+def _stripe_secret_key(raw: str) -> str:
+    value = _str(raw)
+    if not value.startswith(("sk_", "rk_")):
+        raise SettingError("expected a Stripe secret or restricted key (sk_... or rk_...)")
+    return value
+
+
+STRIPE_API_URL = "https://api.stripe.com"
+
+
 @dataclass(frozen=True, slots=True)
 class Spec:
     """The declaration of one setting."""
@@ -308,11 +325,49 @@ class Settings:
         "PROXY_BREAKER_OPEN_SECONDS", _float, "30", help="how long an open circuit skips its upstream key"
     )
 
+    stripe_secret_key: str | None = setting(
+        "STRIPE_SECRET_KEY",
+        _stripe_secret_key,
+        "sk_test_sandbox",
+        secret=True,
+        required_by=frozenset({Role.WEB, Role.WORKER}),
+        dev_only_default=True,
+        help="Stripe secret (or restricted) API key; default: the sandbox's, refused in production",
+    )
+    stripe_webhook_secret: str | None = setting(
+        "STRIPE_WEBHOOK_SECRET",
+        _str,
+        "whsec_sandbox",
+        secret=True,
+        required_by=frozenset({Role.WEB, Role.WORKER}),
+        dev_only_default=True,
+        help="signing secret of the Stripe webhook endpoint (whsec_...)",
+    )
+    stripe_api_base: str | None = setting(
+        "STRIPE_API_BASE",
+        _http_url,
+        help="Stripe API base URL; default: Stripe itself in production, the sandbox's simulator elsewhere",
+    )
+    deprovision_grace_days: int = setting(
+        "DEPROVISION_GRACE_DAYS",
+        _non_negative_int,
+        "7",
+        help="days after a subscription ends before its identity is deprovisioned",
+    )
+
     @property
     def upstreams_json(self) -> str:
         from poindexter_cloud.proxy.upstreams import sandbox_upstreams
 
         return self.proxy_upstreams or sandbox_upstreams(self.sandbox_url)
+
+    @property
+    def stripe_api_base_url(self) -> str:
+        """Where the Stripe SDK sends its requests: STRIPE_API_BASE if set, else Stripe itself in production
+        and the sandbox's Stripe simulator everywhere else."""
+        if self.stripe_api_base:
+            return self.stripe_api_base
+        return STRIPE_API_URL if self.is_production else f"{self.sandbox_url}/stripe"
 
     @property
     def is_production(self) -> bool:

@@ -1,0 +1,30 @@
+"""Webhook receivers on the web role. Thin: verify, store once, defer the processing, commit, acknowledge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, post
+from litestar.status_codes import HTTP_200_OK
+
+from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.webhooks import service
+from poindexter_cloud.webhooks.schemas import Acknowledged
+
+
+@post("/webhooks/stripe", status_code=HTTP_200_OK, tags=["webhooks"])
+async def stripe_webhook(
+    request: Request[Any, Any, Any], uow: UnitOfWork, resources: Resources
+) -> Acknowledged:
+    """Stripe's events. A forged or stale ``Stripe-Signature`` is refused with 400 and nothing is stored; a
+    redelivered event is acknowledged again without being stored or processed twice."""
+    secret = resources.settings.stripe_webhook_secret or ""
+    received = await service.receive_stripe(
+        uow, await request.body(), request.headers.get("stripe-signature"), secret
+    )
+    await uow.commit()
+    return Acknowledged(received=True, duplicate=received.duplicate)
+
+
+ROUTES = [stripe_webhook]

@@ -1,0 +1,112 @@
+"""Webhooks' rules: verify a provider's delivery, store each event once by its id, hand it to a job.
+
+The receiving request does only that, so it can acknowledge within Stripe's timeout and never loses an
+event: the row and the job that processes it are written in one transaction, and the 2xx goes out after
+it commits. A redelivery (same event id) finds the row, writes nothing and is acknowledged again. The
+processing job (``billing.jobs.process_stripe_event``) claims the row, acts, and marks it processed in its
+own transaction. Never commits: the caller's unit of work does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final
+
+from sqlalchemy import select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from poindexter_cloud.billing.stripe_adapter import verify_webhook
+from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.webhooks.models import WebhookEvent
+
+STRIPE: Final = "stripe"
+ERROR_TEXT_LIMIT: Final = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    event_id: str
+    type: str
+    duplicate: bool
+
+
+async def record_event(
+    session: AsyncSession, provider: str, event_id: str, event_type: str, payload: dict[str, Any]
+) -> bool:
+    """Store the event unless its id is already stored; True if it is new."""
+    inserted = await session.execute(
+        insert(WebhookEvent)
+        .values(provider=provider, event_id=event_id, type=event_type, payload=payload)
+        .on_conflict_do_nothing(index_elements=["provider", "event_id"])
+        .returning(WebhookEvent.id)
+    )
+    return inserted.scalar_one_or_none() is not None
+
+
+async def receive_stripe(uow: UnitOfWork, body: bytes, signature: str | None, secret: str) -> Received:
+    """Verify a Stripe delivery (``InvalidWebhookSignature`` if forged or stale: nothing is written), store
+    it once, and defer its processing in the same transaction."""
+    event = verify_webhook(body, signature, secret)
+    new = await record_event(uow.session, STRIPE, event.id, event.type, event.payload)
+    if new:
+        await uow.defer_job("process_stripe_event", event_id=event.id)
+    return Received(event.id, event.type, duplicate=not new)
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    provider: str
+    event_id: str
+    type: str
+    payload: dict[str, Any]
+
+
+async def start_attempt(session: AsyncSession, provider: str, event_id: str) -> PendingEvent | None:
+    """Count a processing attempt; None if the event is unknown or already processed."""
+    row = (
+        await session.execute(
+            update(WebhookEvent)
+            .where(
+                WebhookEvent.provider == provider,
+                WebhookEvent.event_id == event_id,
+                WebhookEvent.processed_at.is_(None),
+            )
+            .values(attempts=WebhookEvent.attempts + 1)
+            .returning(WebhookEvent.type, WebhookEvent.payload)
+        )
+    ).one_or_none()
+    return None if row is None else PendingEvent(provider, event_id, row[0], row[1])
+
+
+async def claim(session: AsyncSession, provider: str, event_id: str) -> PendingEvent | None:
+    """Lock the unprocessed event for this transaction; None if it is unknown or was processed meanwhile."""
+    row = (
+        await session.execute(
+            select(WebhookEvent)
+            .where(
+                WebhookEvent.provider == provider,
+                WebhookEvent.event_id == event_id,
+                WebhookEvent.processed_at.is_(None),
+            )
+            .with_for_update()
+        )
+    ).scalar_one_or_none()
+    return None if row is None else PendingEvent(provider, event_id, row.type, row.payload)
+
+
+async def mark_processed(session: AsyncSession, provider: str, event_id: str) -> None:
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+        .values(processed_at=datetime.now(UTC), last_error=None)
+    )
+
+
+async def record_failure(session: AsyncSession, provider: str, event_id: str, error: str) -> None:
+    await session.execute(
+        update(WebhookEvent)
+        .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
+        .values(last_error=error[:ERROR_TEXT_LIMIT])
+    )
