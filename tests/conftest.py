@@ -8,6 +8,7 @@ and failing that an embedded PostgreSQL and Valkey are started in a temporary fo
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import uuid
@@ -19,6 +20,8 @@ import httpx
 import psycopg
 import pytest
 
+from poindexter_cloud.billing import catalog
+from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.core import migrations
 from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from poindexter_cloud.core.http import create_app
@@ -219,3 +222,70 @@ async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"condition not met within {within}s (last: {result!r})")
         await asyncio.sleep(interval)
+
+
+# --- billing: the web role receiving the sandbox Stripe's webhooks -------------------------------------
+
+
+class LateApp:
+    """An ASGI app set after the server's port is known: the webhook endpoint needs the URL, and the web
+    role's settings need the endpoint's secret."""
+
+    app: Any = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+@dataclasses.dataclass
+class Billing:
+    web: httpx.AsyncClient
+    proxy: httpx.AsyncClient
+    sandbox: httpx.AsyncClient  # the simulator's hosted pages and controls
+    stripe: StripeAdapter
+    resources: Resources
+    settings: Settings  # the web role's: STRIPE_WEBHOOK_SECRET is the endpoint's
+    webhook_url: str
+
+
+@pytest.fixture(scope="module")
+async def stripe(settings: Settings) -> AsyncIterator[StripeAdapter]:
+    async with StripeAdapter.from_settings(settings) as adapter:
+        yield adapter
+
+
+@pytest.fixture(scope="module")
+async def billing(
+    settings: Settings,
+    resources: Resources,
+    stripe: StripeAdapter,
+    sandbox_server: RunningServer,
+    proxy_server: RunningServer,
+    worker: Any,
+) -> AsyncIterator[Billing]:
+    """A web role receiving the simulator's webhooks (an endpoint registered through the SDK, its secret in
+    the web role's settings), the session's worker and proxy, and the catalog synced."""
+    await catalog.sync_catalog(stripe)
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as control:
+        assert (await control.post("/stripe/_control/webhooks", json={"mode": "normal"})).status_code == 200
+    late = LateApp()
+    server = RunningServer(late)
+    webhook_url = f"{server.url}/webhooks/stripe"
+    endpoint = await stripe.sdk.v1.webhook_endpoints.create_async(
+        {"url": webhook_url, "enabled_events": ["*"]}
+    )
+    assert endpoint.secret and endpoint.secret.startswith("whsec_")
+    web_settings = dataclasses.replace(settings, stripe_webhook_secret=endpoint.secret)
+    web_resources = await Resources.open(web_settings)
+    late.app = create_app(Role.WEB, web_settings, web_resources)
+    try:
+        async with (
+            server,
+            httpx.AsyncClient(base_url=server.url, timeout=20) as web,
+            httpx.AsyncClient(base_url=proxy_server.url, timeout=20) as proxy,
+            httpx.AsyncClient(base_url=sandbox_server.url, timeout=20) as sandbox,
+        ):
+            yield Billing(web, proxy, sandbox, stripe, resources, web_settings, webhook_url)
+    finally:
+        await stripe.sdk.v1.webhook_endpoints.delete_async(endpoint.id)
+        await web_resources.close()

@@ -5,7 +5,6 @@ the proxy obeying it within one webhook."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import hashlib
 import hmac
 import json
@@ -13,7 +12,6 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from decimal import Decimal
 from typing import Any
@@ -23,17 +21,15 @@ import msgspec
 import pytest
 from sqlalchemy import func, select
 
-from conftest import QUEUE_NAME, RunningServer, eventually
+from conftest import QUEUE_NAME, Billing, RunningServer, eventually
 from poindexter_cloud.accounts.models import User
 from poindexter_cloud.billing import catalog
 from poindexter_cloud.billing.jobs import process_stripe_event
 from poindexter_cloud.billing.models import Subscription
 from poindexter_cloud.billing.plans import PLANS, Plan
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
-from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.models import JobHistory
-from poindexter_cloud.core.resources import Resources
-from poindexter_cloud.core.settings import Role, Settings
+from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.webhooks.models import WebhookEvent
 from test_accounts import bearer, register
 
@@ -42,73 +38,6 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 GOOD_CARD = "4242424242424242"
 FAILING_CARD = "4000000000000341"  # attaches, every charge is declined
 MONTH_AND_A_BIT = 32 * 86400
-
-
-# --- fixtures ---------------------------------------------------------------------------------------------
-
-
-class LateApp:
-    """An ASGI app set after the server's port is known: the webhook endpoint needs the URL, and the web
-    role's settings need the endpoint's secret."""
-
-    app: Any = None
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
-
-
-@dataclasses.dataclass
-class Billing:
-    web: httpx.AsyncClient
-    proxy: httpx.AsyncClient
-    sandbox: httpx.AsyncClient  # the simulator's hosted pages and controls
-    stripe: StripeAdapter
-    resources: Resources
-    settings: Settings  # the web role's: STRIPE_WEBHOOK_SECRET is the endpoint's
-    webhook_url: str
-
-
-@pytest.fixture(scope="module")
-async def stripe(settings: Settings) -> AsyncIterator[StripeAdapter]:
-    async with StripeAdapter.from_settings(settings) as adapter:
-        yield adapter
-
-
-@pytest.fixture(scope="module")
-async def billing(
-    settings: Settings,
-    resources: Resources,
-    stripe: StripeAdapter,
-    sandbox_server: RunningServer,
-    proxy_server: RunningServer,
-    worker: Any,
-) -> AsyncIterator[Billing]:
-    """A web role receiving the simulator's webhooks (an endpoint registered through the SDK, its secret in
-    the web role's settings), the session's worker and proxy, and the catalog synced."""
-    await catalog.sync_catalog(stripe)
-    async with httpx.AsyncClient(base_url=sandbox_server.url) as control:
-        assert (await control.post("/stripe/_control/webhooks", json={"mode": "normal"})).status_code == 200
-    late = LateApp()
-    server = RunningServer(late)
-    webhook_url = f"{server.url}/webhooks/stripe"
-    endpoint = await stripe.sdk.v1.webhook_endpoints.create_async(
-        {"url": webhook_url, "enabled_events": ["*"]}
-    )
-    assert endpoint.secret and endpoint.secret.startswith("whsec_")
-    web_settings = dataclasses.replace(settings, stripe_webhook_secret=endpoint.secret)
-    web_resources = await Resources.open(web_settings)
-    late.app = create_app(Role.WEB, web_settings, web_resources)
-    try:
-        async with (
-            server,
-            httpx.AsyncClient(base_url=server.url, timeout=20) as web,
-            httpx.AsyncClient(base_url=proxy_server.url, timeout=20) as proxy,
-            httpx.AsyncClient(base_url=sandbox_server.url, timeout=20) as sandbox,
-        ):
-            yield Billing(web, proxy, sandbox, stripe, resources, web_settings, webhook_url)
-    finally:
-        await stripe.sdk.v1.webhook_endpoints.delete_async(endpoint.id)
-        await web_resources.close()
 
 
 # --- helpers ----------------------------------------------------------------------------------------------

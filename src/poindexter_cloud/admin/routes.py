@@ -15,6 +15,9 @@ from poindexter_cloud.accounts.models import User
 from poindexter_cloud.accounts.schemas import UserPage, UserSummary
 from poindexter_cloud.accounts.service import Accounts, Client
 from poindexter_cloud.admin.schemas import Suspension
+from poindexter_cloud.billing import reports
+from poindexter_cloud.billing.schemas import AdminUsage
+from poindexter_cloud.billing.usage_sync import parse_month
 from poindexter_cloud.core.db import UnitOfWork
 
 
@@ -99,4 +102,26 @@ async def _set_suspended(
     return summary(user)
 
 
-ROUTES = [AdminUsersController]
+class AdminUsageController(Controller):
+    path = "/v1/admin/usage"
+    tags = ["admin"]
+    dependencies = {"admin": Provide(provide_admin)}
+
+    @get("/")
+    async def usage(
+        self,
+        admin: Principal,
+        uow: UnitOfWork,
+        month: Annotated[
+            str | None,
+            Parameter(
+                pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM (UTC); all months if absent"
+            ),
+        ] = None,
+    ) -> AdminUsage:
+        """Usage by month, plan and model: AI tokens and upstream cost, messages, and the overage units
+        recorded for Stripe (sent, or not yet)."""
+        return await reports.admin_usage(uow.session, parse_month(month) if month else None)
+
+
+ROUTES = [AdminUsersController, AdminUsageController]

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import uuid
 from typing import Any
 
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
 from poindexter_cloud.accounts.service import Accounts
-from poindexter_cloud.billing import service
+from poindexter_cloud.billing import service, usage_sync
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.billing.usage_buffer import UsageDrainer, stream_for
 from poindexter_cloud.core.queue import background, cron, job
@@ -26,6 +27,15 @@ async def ensure_usage_partitions(ctx: dict[str, Any]) -> int:
         )
         await uow.commit()
     return created
+
+
+@cron("*/5 * * * *", timeout_seconds=900)
+async def sync_usage(ctx: dict[str, Any], user_id: str | None = None) -> dict[str, int]:
+    """Roll usage_events into usage_monthly, and send each Stripe-billed subscription's new overage to
+    Stripe's meters exactly once (``billing.usage_sync``); every user, or just ``user_id``. Idempotent."""
+    resources: Resources = ctx["resources"]
+    stats = await usage_sync.run(resources, uuid.UUID(user_id) if user_id else None)
+    return stats.as_dict()
 
 
 @background

@@ -1,4 +1,4 @@
-"""Tables owned by billing: subscriptions and the usage they are billed on."""
+"""Tables owned by billing: subscriptions, the usage they are billed on, and its sync to Stripe."""
 
 from __future__ import annotations
 
@@ -75,6 +75,11 @@ class UsageEvent(Base):
 
 
 class UsageMonthly(Base):
+    """Per user per calendar month (UTC), rolled up from usage_events by the ``sync_usage`` job: recomputed
+    from the events each time, so a rerun or a late event just converges. ``synced_at`` is when the rollup
+    last changed the row; ``synced_to_stripe`` is unused (overage reaches Stripe per billing period, not per
+    calendar month: see ``usage_syncs``)."""
+
     __tablename__ = "usage_monthly"
     __table_args__ = (UniqueConstraint("user_id", "month"),)
 
@@ -83,6 +88,10 @@ class UsageMonthly(Base):
     month: Mapped[date]
     ai_input_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
     ai_output_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    ai_cache_read_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    ai_cache_write_5m_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    ai_cache_write_1h_tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    ai_requests: Mapped[int] = mapped_column(BigInteger, server_default="0")  # distinct request ids
     ai_cost_microdollars: Mapped[int] = mapped_column(BigInteger, server_default="0")
     emails_sent: Mapped[int] = mapped_column(server_default="0")
     emails_received: Mapped[int] = mapped_column(server_default="0")
@@ -94,3 +103,72 @@ class UsageMonthly(Base):
     synced_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
+
+
+class UsageSync(Base):
+    """Where the Stripe sync of one subscription's billing period stands: one row per (Stripe subscription,
+    period), created the first time ``sync_usage`` looks at the period, updated (under the row's lock) in the
+    same transaction that records the period's new meter events (``billing.usage_sync``).
+
+    ``input_units`` / ``output_units`` are the units decided so far (the sum of the period's
+    ``meter_event_records``, pending or sent). The watermark is the last usage event (in request order) the
+    latest decision counted; ``events`` and ``tokens`` are what it counted, so a late event shows up as a
+    change even when it sorts before the watermark."""
+
+    __tablename__ = "usage_syncs"
+    __table_args__ = (
+        UniqueConstraint("stripe_subscription_id", "period_start"),
+        Index("ix_usage_syncs_user_id_period_end", "user_id", "period_end"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    user_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("users.id"))
+    stripe_subscription_id: Mapped[str] = mapped_column(Text)
+    stripe_customer_id: Mapped[str] = mapped_column(Text)
+    plan: Mapped[str] = mapped_column(Text)
+    period_start: Mapped[datetime]
+    period_end: Mapped[datetime]
+    events: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    tokens: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    included_used: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    input_units: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    output_units: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    watermark_created_at: Mapped[datetime | None]
+    watermark_request_id: Mapped[str | None] = mapped_column(Text)
+    watermark_attempt: Mapped[int | None]
+    decided_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = created_at()
+    updated_at: Mapped[datetime] = updated_at()
+
+
+class MeterEventRecord(Base):
+    """One meter event we decided to send to Stripe: recorded ``pending`` in the decision's transaction,
+    sent after it commits with its deterministic ``identifier``, then marked ``sent``. A row still pending
+    when Stripe's 24 h identifier dedupe may have lapsed is marked ``stale`` instead of being resent: the
+    reconcile command shows it, and an operator resolves it (``admin usage resolve``)."""
+
+    __tablename__ = "meter_event_records"
+    __table_args__ = (
+        UniqueConstraint("usage_sync_id", "meter", "seq"),
+        Index("ix_meter_event_records_status_user_id", "status", "user_id"),
+        Index("ix_meter_event_records_stripe_customer_id_timestamp", "stripe_customer_id", "timestamp"),
+    )
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    usage_sync_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("usage_syncs.id"))
+    user_id: Mapped[uuid.UUID]
+    stripe_customer_id: Mapped[str] = mapped_column(Text)
+    meter: Mapped[str] = mapped_column(Text)  # input, output
+    event_name: Mapped[str] = mapped_column(Text)
+    seq: Mapped[int]  # 1, 2, ... per period and meter
+    units: Mapped[int] = mapped_column(BigInteger)
+    identifier: Mapped[str] = mapped_column(Text, unique=True)  # {subscription}:{period start}:{meter}:{seq}
+    timestamp: Mapped[datetime]  # the meter event's timestamp (whole seconds)
+    watermark_created_at: Mapped[datetime | None]
+    watermark_request_id: Mapped[str | None] = mapped_column(Text)
+    watermark_attempt: Mapped[int | None]
+    status: Mapped[str] = mapped_column(Text, server_default="pending")  # pending, sent, stale
+    attempts: Mapped[int] = mapped_column(server_default="0")
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = created_at()
+    sent_at: Mapped[datetime | None]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 from decimal import Decimal
 
 from litestar import Controller, Litestar, get, post, put
@@ -14,13 +15,14 @@ from litestar.status_codes import HTTP_200_OK
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
 from poindexter_cloud.accounts.auth import Principal, provide_session_principal
 from poindexter_cloud.accounts.service import Accounts
-from poindexter_cloud.billing import service
+from poindexter_cloud.billing import reports, service
 from poindexter_cloud.billing.schemas import (
     CheckoutStarted,
     PortalSession,
     SpendCap,
     SubscribeRequest,
     SubscriptionInfo,
+    UsageInfo,
 )
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.core import audit
@@ -66,6 +68,12 @@ class BillingController(Controller):
             monthly_cap_usd=None if cap is None else cap / 1_000_000,
             complimentary=state.complimentary,
         )
+
+    @get("/usage")
+    async def usage(self, principal: Principal, uow: UnitOfWork) -> UsageInfo:
+        """This billing period's usage so far: tokens by model (every field), included tokens used and left,
+        overage units and their price at the plan's rates (cents, exact), upstream cost, and messages."""
+        return await reports.subscriber_usage(uow.session, principal.user_id, datetime.now(UTC))
 
     @post("/subscribe", status_code=HTTP_200_OK)
     async def subscribe(

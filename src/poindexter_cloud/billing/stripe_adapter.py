@@ -120,6 +120,15 @@ class WebhookEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class MeterEventSent:
+    """A meter event Stripe has: ``duplicate`` when it already held the identifier (sent before, within its
+    dedupe window), so this call recorded nothing new."""
+
+    identifier: str
+    duplicate: bool
+
+
+@dataclass(frozen=True, slots=True)
 class LineItem:
     price: str
     quantity: int | None = None  # metered prices take none
@@ -440,6 +449,55 @@ class StripeAdapter:
             _plain(await self._call("meter", self._client.v1.billing.meters.reactivate_async(meter_id)))
         )
 
+    # --- meter events -----------------------------------------------------------------------------
+
+    async def create_meter_event(
+        self, *, event_name: str, payload: Mapping[str, str], identifier: str, timestamp: datetime
+    ) -> MeterEventSent:
+        """One meter event with our deterministic ``identifier`` (also its idempotency key, so the SDK's own
+        retries replay the first answer). Stripe refuses an identifier it has seen in the last 24 h (at
+        least) with "An event already exists with identifier ..."; that is success for us: it has the event.
+        """
+        params: Any = {
+            "event_name": event_name,
+            "payload": dict(payload),
+            "identifier": identifier,
+            "timestamp": int(timestamp.timestamp()),
+        }
+
+        async def create() -> bool:
+            try:
+                await self._client.v1.billing.meter_events.create_async(
+                    params, {"idempotency_key": f"meter-event-{identifier}"}
+                )
+            except stripe.InvalidRequestError as exc:
+                if _duplicate_identifier(exc):
+                    return True
+                raise
+            return False
+
+        duplicate = await self._call("meter event", create())
+        return MeterEventSent(identifier, duplicate)
+
+    async def meter_event_total(
+        self, meter_id: str, customer: str, start: datetime, end: datetime
+    ) -> Decimal:
+        """What the meter aggregated for ``customer`` over [start, end) (whole minutes), from its event
+        summaries."""
+        listed = self._client.v1.billing.meters.event_summaries.list_async(
+            meter_id,
+            {
+                "customer": customer,
+                "start_time": int(start.timestamp()),
+                "end_time": int(end.timestamp()),
+                "limit": PAGE_SIZE,
+            },
+        )
+        total = Decimal(0)
+        async for summary in self._all("meter event summary", listed):
+            total += _decimal(summary.get("aggregated_value")) or Decimal(0)
+        return total
+
     # --- customers, checkout, portal, subscriptions ------------------------------------------------
 
     async def create_customer(self, *, email: str, user_id: str, idempotency_key: str) -> str:
@@ -520,6 +578,11 @@ class StripeAdapter:
             {"customer": customer, "status": "all", "limit": PAGE_SIZE}
         )
         return [_subscription(s) async for s in self._all("subscription", listed)]
+
+
+def _duplicate_identifier(exc: stripe.InvalidRequestError) -> bool:
+    message = str(getattr(exc, "user_message", None) or exc)
+    return "already exists with identifier" in message
 
 
 def _log_failure(what: str, exc: Any) -> None:
