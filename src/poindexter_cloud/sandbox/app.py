@@ -4,11 +4,18 @@ from __future__ import annotations
 
 from litestar import Litestar, Router, get
 
-from poindexter_cloud.sandbox import anthropic, openai, smtp, stripe
+from poindexter_cloud.sandbox import anthropic, google, openai, smtp, stripe, telnyx
 
 # Each simulator module exposes `router` (a Litestar Router mounted at its path prefix); listed here as
 # providers are added.
-PROVIDER_ROUTERS: tuple[Router, ...] = (smtp.router, anthropic.router, openai.router, stripe.router)
+PROVIDER_ROUTERS: tuple[Router, ...] = (
+    smtp.router,
+    anthropic.router,
+    openai.router,
+    stripe.router,
+    google.router,
+    telnyx.router,
+)
 
 
 @get("/", sync_to_thread=False)
