@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from litestar import Litestar, Router, get
 
-from poindexter_cloud.sandbox import anthropic, google, openai, smtp, stripe, telnyx
+from poindexter_cloud.sandbox import anthropic, google, openai, signal, smtp, stripe, telnyx
 
 # Each simulator module exposes `router` (a Litestar Router mounted at its path prefix); listed here as
 # providers are added.
@@ -15,6 +15,7 @@ PROVIDER_ROUTERS: tuple[Router, ...] = (
     stripe.router,
     google.router,
     telnyx.router,
+    signal.router,
 )
 
 
