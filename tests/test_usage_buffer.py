@@ -99,9 +99,11 @@ async def drain_all(resources: Resources, names: Names, consumer: str = "tester"
     total = 0
     for _ in range(50):
         before = await UsageBuffer(resources.redis, names.stream).depth()
-        inserted = await drain_once(
-            resources.redis, resources.db, consumer, stream=names.stream, group=names.group, **kwargs
-        )
+        inserted = (
+            await drain_once(
+                resources.redis, resources.db, consumer, stream=names.stream, group=names.group, **kwargs
+            )
+        ).inserted
         total += inserted
         if before == 0 or (inserted == 0 and await UsageBuffer(resources.redis, names.stream).depth() == 0):
             return total
@@ -170,11 +172,11 @@ async def test_pushed_records_are_inserted_with_every_field(resources: Resources
     age = await buffer.oldest_pending_age_seconds()
     assert age is not None and 0 <= age < 60
 
-    inserted = await drain_once(
+    drained = await drain_once(
         resources.redis, resources.db, "tester", stream=names.stream, group=names.group
     )
 
-    assert inserted == len(records)
+    assert drained == (len(records), len(records))
     assert_stored(await rows(resources.db, names), records)
     assert await buffer.depth() == 0
     assert await pending(resources, names) == 0
@@ -232,10 +234,10 @@ async def test_entries_of_a_dead_consumer_are_reclaimed_once(resources: Resource
     assert len(read[0][1]) == 4  # "dead" read them all, then died before acknowledging
 
     # A live consumer finds nothing new, so it reclaims what "dead" left (idle > 0 ms here).
-    inserted = await drain_once(
+    drained = await drain_once(
         resources.redis, resources.db, "alive", claim_idle_ms=0, stream=names.stream, group=names.group
     )
-    assert inserted == 4
+    assert drained.inserted == 4
     assert await drain_all(resources, names, consumer="alive", claim_idle_ms=0) == 0
     # "dead" coming back finds nothing of its own left to redo.
     assert await drain_all(resources, names, consumer="dead") == 0
@@ -250,11 +252,11 @@ async def test_entries_of_a_live_consumer_are_not_reclaimed_early(resources: Res
     await resources.redis.xgroup_create(names.stream, names.group, id="0", mkstream=True)
     await resources.redis.xreadgroup(names.group, "busy", {names.stream: ">"}, count=100)
 
-    inserted = await drain_once(
+    drained = await drain_once(
         resources.redis, resources.db, "other", claim_idle_ms=60_000, stream=names.stream, group=names.group
     )
 
-    assert inserted == 0
+    assert drained.inserted == 0
     assert await pending(resources, names) == 1
 
 

@@ -51,7 +51,7 @@ import logging
 import time
 from collections.abc import Sequence
 from contextlib import suppress
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple
 from uuid import UUID
 
 import msgspec
@@ -198,17 +198,26 @@ async def _reclaim(
 
 
 async def _read(
-    redis: Redis, stream: str, group: str, consumer: str, batch: int, claim_idle_ms: int, block_ms: int | None
+    redis: Redis,
+    stream: str,
+    group: str,
+    consumer: str,
+    batch: int,
+    claim_idle_ms: int,
+    block_ms: int | None,
+    recover: bool = True,
 ) -> list[Entry]:
+    # With ``recover`` (every direct call; the drainer after a failed pass and now and then):
     # 1. Our own pending entries: read before, not acknowledged (e.g. the database was down). Retried first,
     #    so an outage holds at most one batch in flight and the rest waits, unread, in the stream.
-    entries = _entries(await redis.xreadgroup(group, consumer, {stream: "0"}, count=batch))
-    if entries:
-        return entries
     # 2. Entries another consumer read and never acknowledged.
-    entries = await _reclaim(redis, stream, group, consumer, batch, claim_idle_ms)
-    if entries:
-        return entries
+    if recover:
+        entries = _entries(await redis.xreadgroup(group, consumer, {stream: "0"}, count=batch))
+        if entries:
+            return entries
+        entries = await _reclaim(redis, stream, group, consumer, batch, claim_idle_ms)
+        if entries:
+            return entries
     # 3. New entries, waiting up to block_ms for some to arrive.
     return _entries(
         await redis.xreadgroup(group, consumer, {stream: ">"}, count=batch, block=block_ms or None)
@@ -274,18 +283,21 @@ async def drain_once(
     stream: str = STREAM,
     group: str = GROUP,
     block_ms: int | None = None,
-) -> int:
-    """Move one batch from the stream into usage_events; returns how many rows were inserted.
+    recover: bool = True,
+) -> Drained:
+    """Move one batch from the stream into usage_events.
 
-    Reads this consumer's own unacknowledged entries first, else reclaims those of consumers idle for
-    ``claim_idle_ms``, else reads new ones (waiting up to ``block_ms`` if given). The batch is inserted in
-    one transaction and acknowledged only after it commits; if the insert raises (PostgreSQL down), the
-    error propagates and nothing is acknowledged. ``consumer`` should be unique per process.
+    With ``recover``, reads this consumer's own unacknowledged entries first, else reclaims those of
+    consumers idle for ``claim_idle_ms``; then (or without it) reads new ones, waiting up to ``block_ms``
+    if given. The batch is inserted in one transaction and acknowledged only after it commits; if the
+    insert raises (PostgreSQL down), the error propagates and nothing is acknowledged. ``consumer``
+    should be unique per process.
     """
-    await _ensure_group(redis, stream, group)
-    entries = await _read(redis, stream, group, consumer, batch, claim_idle_ms, block_ms)
+    if recover:
+        await _ensure_group(redis, stream, group)
+    entries = await _read(redis, stream, group, consumer, batch, claim_idle_ms, block_ms, recover)
     if not entries:
-        return 0
+        return Drained(0, 0)
     decoded: list[tuple[bytes, bytes, UsageRecord]] = []
     dead: list[_Dead] = []
     for entry_id, fields in entries:
@@ -319,7 +331,14 @@ async def drain_once(
             },
         )
     await _settle(redis, stream, group, [entry_id for entry_id, _fields in entries], dead)
-    return inserted
+    return Drained(len(entries), inserted)
+
+
+class Drained(NamedTuple):
+    """One pass of ``drain_once``: the stream entries it took, and the rows new to usage_events."""
+
+    entries: int
+    inserted: int
 
 
 async def prune_idle_consumers(
@@ -338,9 +357,16 @@ async def prune_idle_consumers(
 
 class UsageDrainer:
     """The worker's long-running drain: loops ``drain_once``, blocking up to a second on an empty stream so
-    events reach PostgreSQL within about a second; on any error it backs off (up to 5 s) and keeps going."""
+    events reach PostgreSQL within about a second; on any error it backs off (up to 5 s) and keeps going.
+
+    Cheap per event under load: after a pass that found less than a full batch it waits ``GATHER_SECONDS``
+    for more to arrive (one transaction for many events rather than one each), and it looks for its own
+    and dead consumers' unacknowledged entries only when it starts, after a failed pass, and every
+    ``RECOVER_INTERVAL_SECONDS``, not on every pass (those are two more Redis round trips each)."""
 
     BLOCK_MS: int = 1000
+    GATHER_SECONDS: float = 0.2
+    RECOVER_INTERVAL_SECONDS: float = 10.0
     BACKOFF_MIN_SECONDS: float = 0.1
     BACKOFF_MAX_SECONDS: float = 5.0
     PRUNE_INTERVAL_SECONDS: float = 600.0
@@ -376,10 +402,12 @@ class UsageDrainer:
         self._stopped.clear()
         delay = self.BACKOFF_MIN_SECONDS
         next_prune = time.monotonic() + 60.0
+        next_recover = 0.0  # at once: entries a previous run left pending
         try:
             while not self._stopping.is_set():
                 try:
-                    self.inserted_total += await drain_once(
+                    recover = time.monotonic() >= next_recover
+                    drained = await drain_once(
                         self._redis,
                         self._db,
                         self.consumer_name,
@@ -388,14 +416,22 @@ class UsageDrainer:
                         stream=self.stream,
                         group=self.group,
                         block_ms=self.BLOCK_MS,
+                        recover=recover,
                     )
+                    self.inserted_total += drained.inserted
+                    if recover:
+                        next_recover = time.monotonic() + self.RECOVER_INTERVAL_SECONDS
                     delay = self.BACKOFF_MIN_SECONDS
                     if time.monotonic() >= next_prune:
                         next_prune = time.monotonic() + self.PRUNE_INTERVAL_SECONDS
                         await prune_idle_consumers(
                             self._redis, self.consumer_name, stream=self.stream, group=self.group
                         )
+                    if 0 < drained.entries < self.batch:
+                        with suppress(TimeoutError):  # gather a bigger batch; stop() ends the wait
+                            await asyncio.wait_for(self._stopping.wait(), self.GATHER_SECONDS)
                 except Exception as exc:
+                    next_recover = 0.0  # the failed batch is pending: read it again first
                     log.warning(
                         "usage drain failed (%s: %s); retrying in %.1f s",
                         type(exc).__name__,
