@@ -1,0 +1,108 @@
+"""The thinnest AI passthrough: the baseline `bench/proxy.py` compares the real proxy with.
+
+    python bench/passthrough.py --port 8011 --upstream http://127.0.0.1:8002/anthropic
+
+One bare ASGI function, no framework, no auth, no limits, no metering: it reads the request body, POSTs the
+bytes to ``<upstream><request path>`` with one pooled ``aiohttp.ClientSession`` (configured like the proxy's:
+no connection limit, no decompression, no automatic headers) and answers the upstream's status,
+content type and bytes. A ``text/event-stream`` answer is relayed chunk by chunk as it arrives
+(``iter_any``), anything else is read whole and sent in one body message. The upstream key is fixed
+(``--upstream-key``); only ``anthropic-version`` is taken from the request.
+
+It runs under uvicorn with the options every role of ours uses (``core/runner.py: uvicorn_config``:
+httptools, no access log, no server header; uvloop when installed, uvicorn's ``loop="auto"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import aiohttp
+import uvicorn
+
+from poindexter_cloud.core.runner import uvicorn_config
+
+DEFAULT_UPSTREAM_KEY = "sk-ant-sandbox-1"
+SSE = "text/event-stream"
+
+upstream = "http://127.0.0.1:8002/anthropic"
+upstream_key = DEFAULT_UPSTREAM_KEY
+session: aiohttp.ClientSession | None = None
+
+
+async def _lifespan(receive: Any, send: Any) -> None:
+    global session
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
+                timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=600),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            if session is not None:
+                await session.close()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+
+
+async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    if scope["type"] == "lifespan":
+        await _lifespan(receive, send)
+        return
+    if scope["type"] != "http":
+        return
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return  # the client went away
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    version = b"2023-06-01"
+    for name, value in scope["headers"]:
+        if name == b"anthropic-version":
+            version = value
+    headers = {
+        "content-type": "application/json",
+        "x-api-key": upstream_key,
+        "anthropic-version": version.decode("latin-1"),
+    }
+    assert session is not None, "lifespan did not start"
+    async with session.post(upstream + scope["path"], data=b"".join(chunks), headers=headers) as response:
+        content_type = response.headers.get("content-type", "application/json")
+        start = {
+            "type": "http.response.start",
+            "status": response.status,
+            "headers": [(b"content-type", content_type.encode("latin-1"))],
+        }
+        if content_type.startswith(SSE):
+            await send(start)
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+        else:
+            body = await response.read()
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+
+
+def main() -> None:
+    global upstream, upstream_key
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8011)
+    parser.add_argument("--upstream", default=upstream, help="base URL the request path is appended to")
+    parser.add_argument("--upstream-key", default=DEFAULT_UPSTREAM_KEY, help="x-api-key sent upstream")
+    args = parser.parse_args()
+    upstream, upstream_key = args.upstream.rstrip("/"), args.upstream_key
+    uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
+
+
+if __name__ == "__main__":
+    main()
