@@ -43,7 +43,6 @@ from poindexter_cloud.accounts.schemas import (
 )
 from poindexter_cloud.accounts.service import Accounts, Client, TokenPair
 from poindexter_cloud.accounts.throttle import LoginThrottle
-from poindexter_cloud.core import audit
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.resources import Resources
 
@@ -97,15 +96,12 @@ class AuthController(Controller):
     ) -> TokenResponse:
         """Exchange email and password for tokens. Throttled per account and per IP."""
         throttle = LoginThrottle(resources.redis, resources.settings)
-        await throttle.check(data.email, client.ip)
         try:
-            pair = await accounts.login(uow.session, data.email, data.password, client)
+            pair = await accounts.login_throttled(uow, throttle, data.email, data.password, client)
         except (InvalidCredentials, AccountSuspended):
-            await throttle.failed(data.email, client.ip)
             await uow.commit()  # keep the audit row of the failure
             raise
         await uow.commit()
-        await throttle.succeeded(data.email, client.ip)
         return token_response(pair)
 
     @post("/refresh", status_code=HTTP_200_OK)
@@ -233,25 +229,15 @@ class ApiKeyController(Controller):
         self,
         principal: Principal,
         uow: UnitOfWork,
-        resources: Resources,
+        accounts: Accounts,
         client: Client,
         verifier: ApiKeyVerifier,
         data: ApiKeyCreate | None = None,
     ) -> ApiKeyCreated:
         """Create a key for a Dex instance. The secret is in this response only."""
-        issued = await api_keys.create_key(
-            uow.session, resources.settings, principal.user_id, data.name if data else None
+        issued = await accounts.create_api_key(
+            uow, verifier, principal.user_id, data.name if data else None, client
         )
-        audit.record(
-            uow.session,
-            "api_key.created",
-            actor=principal.user_id,
-            subject=principal.user_id,
-            ip=client.ip,
-            key_id=str(issued.row.id),
-        )
-        # Replicas may have cached this hash as unknown (someone tried the key early): drop that.
-        uow.after_commit(lambda: verifier.announce_revoked([issued.row.key_hash]))
         await uow.commit()
         return key_created(issued)
 
@@ -261,20 +247,12 @@ class ApiKeyController(Controller):
         key_id: uuid.UUID,
         principal: Principal,
         uow: UnitOfWork,
+        accounts: Accounts,
         client: Client,
         verifier: ApiKeyVerifier,
     ) -> None:
         """Revoke a key: it stops working on every replica within a second."""
-        key = await api_keys.revoke_key(uow.session, principal.user_id, key_id)
-        audit.record(
-            uow.session,
-            "api_key.revoked",
-            actor=principal.user_id,
-            subject=principal.user_id,
-            ip=client.ip,
-            key_id=str(key_id),
-        )
-        uow.after_commit(lambda: verifier.announce_revoked([key.key_hash]))
+        await accounts.revoke_api_key(uow, verifier, principal.user_id, key_id, client)
         await uow.commit()
 
     @post("/{key_id:uuid}/rotate", status_code=HTTP_201_CREATED)
@@ -283,27 +261,16 @@ class ApiKeyController(Controller):
         key_id: uuid.UUID,
         principal: Principal,
         uow: UnitOfWork,
-        resources: Resources,
+        accounts: Accounts,
         client: Client,
         verifier: ApiKeyVerifier,
     ) -> ApiKeyRotated:
         """A new secret for the key; the old one keeps working for the grace period, then stops."""
-        issued = await api_keys.rotate_key(uow.session, resources.settings, principal.user_id, key_id)
-        previous = await uow.session.get(ApiKey, key_id)
-        audit.record(
-            uow.session,
-            "api_key.rotated",
-            actor=principal.user_id,
-            subject=principal.user_id,
-            ip=client.ip,
-            key_id=str(key_id),
-            new_key_id=str(issued.row.id),
+        issued, old_expires_at = await accounts.rotate_api_key(
+            uow, verifier, principal.user_id, key_id, client
         )
-        uow.after_commit(lambda: verifier.announce_revoked([issued.row.key_hash]))
-        # Other replicas learn the old key's new expiry by dropping this user's cached keys.
-        uow.after_commit(lambda: verifier.announce_user_changed(principal.user_id))
         await uow.commit()
-        return ApiKeyRotated(key_created(issued), previous.expires_at if previous else None)
+        return ApiKeyRotated(key_created(issued), old_expires_at)
 
 
 ROUTES = [AuthController, AccountController, ApiKeyController]

@@ -13,7 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -36,6 +36,10 @@ from poindexter_cloud.core.crypto import derive_key, keyed_hash, random_token
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.models import AuditEvent
 from poindexter_cloud.core.settings import Settings
+
+if TYPE_CHECKING:
+    from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, IssuedKey
+    from poindexter_cloud.accounts.throttle import LoginThrottle
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
 VERIFY_EMAIL, RESET_PASSWORD = "verify_email", "reset_password"
@@ -522,3 +526,93 @@ class Accounts:
         user.is_admin = True
         audit.record(uow.session, "admin.granted", subject=user.id, ip=client.ip)
         return user
+
+    # --- shared by the JSON API and the console: throttled login, API keys, the audit log ----------------
+
+    async def login_throttled(
+        self, uow: UnitOfWork, throttle: LoginThrottle, email: str, password: str, client: Client
+    ) -> TokenPair:
+        """``login`` behind the login throttle: refused (429) while the account or the IP is at its limit; a
+        failure is counted and re-raised, and the caller commits before answering so its audit row stays; a
+        success clears the account's count once the caller commits."""
+        await throttle.check(email, client.ip)
+        try:
+            pair = await self.login(uow.session, email, password, client)
+        except (InvalidCredentials, AccountSuspended):
+            await throttle.failed(email, client.ip)
+            raise
+        uow.after_commit(lambda: throttle.succeeded(email, client.ip))
+        return pair
+
+    async def create_api_key(
+        self,
+        uow: UnitOfWork,
+        verifier: ApiKeyVerifier,
+        user_id: uuid.UUID,
+        name: str | None,
+        client: Client,
+    ) -> IssuedKey:
+        """A new key, audited; once committed, replicas drop any negative cache entry for its hash (someone
+        may have tried the key early)."""
+        from poindexter_cloud.accounts import api_keys
+
+        issued = await api_keys.create_key(uow.session, self.settings, user_id, name)
+        audit.record(
+            uow.session,
+            "api_key.created",
+            actor=user_id,
+            subject=user_id,
+            ip=client.ip,
+            key_id=str(issued.row.id),
+        )
+        uow.after_commit(lambda: verifier.announce_revoked([issued.row.key_hash]))
+        return issued
+
+    async def revoke_api_key(
+        self, uow: UnitOfWork, verifier: ApiKeyVerifier, user_id: uuid.UUID, key_id: uuid.UUID, client: Client
+    ) -> None:
+        """Revoke a key, audited; once committed it stops working on every replica within a second."""
+        from poindexter_cloud.accounts import api_keys
+
+        key = await api_keys.revoke_key(uow.session, user_id, key_id)
+        audit.record(
+            uow.session, "api_key.revoked", actor=user_id, subject=user_id, ip=client.ip, key_id=str(key_id)
+        )
+        uow.after_commit(lambda: verifier.announce_revoked([key.key_hash]))
+
+    async def rotate_api_key(
+        self, uow: UnitOfWork, verifier: ApiKeyVerifier, user_id: uuid.UUID, key_id: uuid.UUID, client: Client
+    ) -> tuple[IssuedKey, datetime | None]:
+        """A new secret for a key, audited, and when the old one stops working (its grace period)."""
+        from poindexter_cloud.accounts import api_keys
+
+        issued = await api_keys.rotate_key(uow.session, self.settings, user_id, key_id)
+        previous = await uow.session.get(ApiKey, key_id)
+        audit.record(
+            uow.session,
+            "api_key.rotated",
+            actor=user_id,
+            subject=user_id,
+            ip=client.ip,
+            key_id=str(key_id),
+            new_key_id=str(issued.row.id),
+        )
+        uow.after_commit(lambda: verifier.announce_revoked([issued.row.key_hash]))
+        # Other replicas learn the old key's new expiry by dropping this user's cached keys.
+        uow.after_commit(lambda: verifier.announce_user_changed(user_id))
+        return issued, previous.expires_at if previous else None
+
+    async def security_events(
+        self, session: AsyncSession, *, subject: uuid.UUID | None = None, limit: int, offset: int
+    ) -> tuple[list[AuditEvent], int]:
+        """The audit log, newest first, optionally only the events about one user, and how many there are."""
+        query = select(AuditEvent)
+        if subject is not None:
+            query = query.where(AuditEvent.subject_user_id == subject)
+        total = (await session.execute(select(func.count()).select_from(query.subquery()))).scalar_one()
+        events = (
+            await session.execute(
+                query.order_by(AuditEvent.created_at.desc(), AuditEvent.id).limit(limit).offset(offset)
+            )
+        ).scalars()
+        return list(events), int(total)
