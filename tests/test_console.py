@@ -11,6 +11,7 @@ import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -261,8 +262,13 @@ async def test_a_new_visitor_subscribes_makes_a_key_and_sees_its_usage(
     await expect(row.locator("td").nth(1)).to_have_text("1")
     await expect(row.locator("td").nth(2)).to_have_text(f"{reply.usage.input_tokens:,}")
     await expect(row.locator("td").nth(3)).to_have_text(f"{reply.usage.output_tokens:,}")
-    await expect(page.locator("svg rect.seg-input")).to_have_count(1)
     used = reply.usage.input_tokens + reply.usage.output_tokens
+    await expect(page.locator("svg.bar rect.seg-input")).to_have_count(1)
+    today = page.locator("svg.days g", has=page.locator("rect.seg-input"))
+    await expect(today).to_have_count(1)  # one day with requests; the period's other days are empty
+    await expect(today.locator("title")).to_have_text(
+        f"{datetime.now(UTC).date().isoformat()}: {used:,} tokens, 1 request"
+    )
     await expect(page.locator("main")).to_contain_text(f"{used:,} of 30,000,000 used")
     await phone.shot("usage")
 

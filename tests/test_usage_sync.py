@@ -151,6 +151,12 @@ async def test_included_tokens_then_overage_reach_stripe_once_and_the_invoice(bi
         "total_cents": "157.05",
         "billed": True,
     }
+    [today] = shown["days"]
+    assert (today["day"], today["requests"], today["output_tokens"]) == (
+        f"{datetime.now(UTC):%Y-%m-%d}",
+        4,
+        702_000,
+    )
     [model] = shown["models"]
     assert (model["model"], model["requests"], model["input_tokens"], model["cache_read_tokens"]) == (
         MODEL,

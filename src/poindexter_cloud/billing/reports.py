@@ -22,6 +22,7 @@ from poindexter_cloud.billing.overage import (
 from poindexter_cloud.billing.plans import PLANS
 from poindexter_cloud.billing.schemas import (
     AdminUsage,
+    DayUsage,
     MessageAggregate,
     MessageCounts,
     ModelUsage,
@@ -50,6 +51,18 @@ def _sum(column: Any) -> ColumnElement[Any]:
     return func.coalesce(func.sum(column), 0)
 
 
+def _ai_totals() -> tuple[ColumnElement[Any], ...]:
+    """Requests and each token field, summed: the columns of ModelUsage and DayUsage after their key."""
+    return (
+        func.count(distinct(E.request_id)),
+        _sum(E.input_tokens),
+        _sum(E.output_tokens),
+        _sum(E.cache_read_tokens),
+        _sum(E.cache_write_5m_tokens),
+        _sum(E.cache_write_1h_tokens),
+    )
+
+
 # --- the subscriber's period -----------------------------------------------------------------------------
 
 
@@ -76,21 +89,17 @@ async def subscriber_usage(session: AsyncSession, user_id: uuid.UUID, now: datet
         start, end = month_bounds(month_of(now))
     in_period = [E.user_id == user_id, E.created_at >= start, E.created_at < end]
     model_rows = await session.execute(
-        select(
-            E.model,
-            func.count(distinct(E.request_id)),
-            _sum(E.input_tokens),
-            _sum(E.output_tokens),
-            _sum(E.cache_read_tokens),
-            _sum(E.cache_write_5m_tokens),
-            _sum(E.cache_write_1h_tokens),
-            _sum(E.cost_microdollars),
-        )
+        select(E.model, *_ai_totals(), _sum(E.cost_microdollars))
         .where(*in_period, E.event_type == AI_REQUEST)
         .group_by(E.model)
         .order_by(E.model)
     )
     models = [ModelUsage(row[0], *(int(value) for value in row[1:])) for row in model_rows]
+    day = func.date(func.timezone("UTC", E.created_at))
+    day_rows = await session.execute(
+        select(day, *_ai_totals()).where(*in_period, E.event_type == AI_REQUEST).group_by(day).order_by(day)
+    )
+    days = [DayUsage(row[0], *(int(value) for value in row[1:7])) for row in day_rows]
     message_rows = await session.execute(
         select(E.event_type, func.count())
         .where(*in_period, E.event_type.in_(MESSAGE_FIELDS))
@@ -120,6 +129,7 @@ async def subscriber_usage(session: AsyncSession, user_id: uuid.UUID, now: datet
         period_start=start,
         period_end=end,
         models=models,
+        days=days,
         tokens=tokens,
         included_tokens=included,
         included_used=used,
@@ -165,12 +175,7 @@ async def usage_aggregates(session: AsyncSession, month: date | None = None) -> 
             plan,
             E.model,
             func.count(distinct(E.user_id)),
-            func.count(distinct(E.request_id)),
-            _sum(E.input_tokens),
-            _sum(E.output_tokens),
-            _sum(E.cache_read_tokens),
-            _sum(E.cache_write_5m_tokens),
-            _sum(E.cache_write_1h_tokens),
+            *_ai_totals(),
             _sum(E.cost_microdollars),
         )
         .select_from(E)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Literal
 
@@ -64,6 +64,18 @@ class ModelUsage(msgspec.Struct):
     upstream_cost_microdollars: int
 
 
+class DayUsage(msgspec.Struct):
+    """One UTC day's AI tokens in the period, every model together (days without requests are left out)."""
+
+    day: date
+    requests: int
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+
+
 class MessageCounts(msgspec.Struct):
     emails_sent: int = 0
     emails_received: int = 0
@@ -94,6 +106,7 @@ class UsageInfo(msgspec.Struct):
     period_start: datetime
     period_end: datetime
     models: list[ModelUsage]
+    days: list[DayUsage]
     tokens: int
     included_tokens: int
     included_used: int

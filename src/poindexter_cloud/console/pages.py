@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,7 @@ def when(value: datetime | None) -> str:
     return "never" if value is None else value.strftime("%-d %b %Y, %H:%M UTC")
 
 
-def day(value: datetime | None) -> str:
+def day(value: date | None) -> str:
     return "" if value is None else value.strftime("%-d %B %Y")
 
 

@@ -362,13 +362,14 @@ class UsagePages(Controller):
 
     @get("/")
     async def usage(self, page: Page, visitor: Visitor, uow: UnitOfWork) -> Response[Any]:
-        usage = await reports.subscriber_usage(uow.session, visitor.user.id, datetime.now(UTC))
+        now = datetime.now(UTC)
+        usage = await reports.subscriber_usage(uow.session, visitor.user.id, now)
         return page.render(
             "console/usage.html",
             section="usage",
             usage=usage,
             plan=PLANS.get(usage.plan or ""),
-            **charts.usage_chart(usage.models),
+            **charts.usage_chart(usage, now),
         )
 
 
@@ -437,7 +438,8 @@ class AdminPages(Controller):
         self, user_id: uuid.UUID, page: Page, admin: Visitor, uow: UnitOfWork, accounts: Accounts
     ) -> Response[Any]:
         user = await accounts.get_user(uow.session, user_id)
-        usage = await reports.subscriber_usage(uow.session, user_id, datetime.now(UTC))
+        now = datetime.now(UTC)
+        usage = await reports.subscriber_usage(uow.session, user_id, now)
         events, _ = await accounts.security_events(uow.session, subject=user_id, limit=20, offset=0)
         return page.render(
             "admin/user.html",
@@ -446,7 +448,7 @@ class AdminPages(Controller):
             subscription=await billing.subscription_state(uow.session, user_id),
             usage=usage,
             plan=PLANS.get(usage.plan or ""),
-            **charts.usage_chart(usage.models),
+            **charts.usage_chart(usage, now),
             keys=await api_keys.list_keys(uow.session, user_id),
             events=events,
         )
