@@ -11,8 +11,10 @@ from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
 from poindexter_cloud.accounts.service import Accounts
 from poindexter_cloud.billing import service, usage_sync
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
-from poindexter_cloud.billing.usage_buffer import UsageDrainer, stream_for
-from poindexter_cloud.core.queue import background, cron, job
+from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageDrainer, stream_for
+from poindexter_cloud.core.jobs import GAUGE_SECONDS
+from poindexter_cloud.core.metrics import STRIPE_METER_EVENTS_UNSENT, USAGE_BUFFER_DEPTH, USAGE_BUFFER_LAG
+from poindexter_cloud.core.queue import Every, background, cron, job
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.webhooks import service as webhooks
 
@@ -82,3 +84,19 @@ async def process_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
             await uow.commit()
         raise
     return applied.note
+
+
+@background
+def billing_gauges(resources: Resources) -> Every:
+    """Samples the usage buffer's depth and lag and the overage meter events Stripe has not accepted yet."""
+    buffer = UsageBuffer(resources.redis, stream_for(resources.settings.queue_name))
+
+    async def sample() -> None:
+        USAGE_BUFFER_DEPTH.set(await buffer.depth())
+        USAGE_BUFFER_LAG.set(await buffer.oldest_pending_age_seconds() or 0)
+        async with resources.db.sessions() as session:
+            unsent = await usage_sync.unsent_counts(session)
+        for status in ("pending", "stale"):
+            STRIPE_METER_EVENTS_UNSENT.labels(status).set(unsent.get(status, 0))
+
+    return Every(GAUGE_SECONDS, sample, "billing gauges sampling")

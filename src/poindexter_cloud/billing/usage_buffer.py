@@ -62,6 +62,7 @@ from sqlalchemy.exc import DataError, IntegrityError
 from poindexter_cloud.billing.pricing import TokenUsage
 from poindexter_cloud.billing.usage import created_at_of, insert_usage_records
 from poindexter_cloud.core.db import Database
+from poindexter_cloud.core.metrics import USAGE_EVENTS_DRAINED
 
 log = logging.getLogger(__name__)
 
@@ -419,6 +420,7 @@ class UsageDrainer:
                         recover=recover,
                     )
                     self.inserted_total += drained.inserted
+                    USAGE_EVENTS_DRAINED.inc(drained.inserted)
                     if recover:
                         next_recover = time.monotonic() + self.RECOVER_INTERVAL_SECONDS
                     delay = self.BACKOFF_MIN_SECONDS

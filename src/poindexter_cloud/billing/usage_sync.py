@@ -41,6 +41,7 @@ keep being checked for late events for ``RESYNC_CLOSED``.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -83,6 +84,7 @@ from poindexter_cloud.billing.pricing import TokenUsage
 from poindexter_cloud.billing.service import COMP_PREFIX
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.core.db import Database
+from poindexter_cloud.core.metrics import STRIPE_SYNC_LAST_SUCCESS
 from poindexter_cloud.core.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -697,6 +699,8 @@ async def run(
                 stats.errors.append(f"{user}: {type(exc).__name__}: {exc}")
     if stats.errors:
         raise UsageSyncFailed("; ".join(stats.errors[:10]))
+    if user_id is None:
+        STRIPE_SYNC_LAST_SUCCESS.set(time.time())
     return stats
 
 
@@ -786,6 +790,16 @@ async def reconcile(
                 )
             )
     return result
+
+
+async def unsent_counts(session: AsyncSession) -> dict[str, int]:
+    """How many meter event records are pending and stale (not accepted by Stripe yet)."""
+    rows = await session.execute(
+        select(MeterEventRecord.status, func.count())
+        .where(MeterEventRecord.status != "sent")
+        .group_by(MeterEventRecord.status)
+    )
+    return {status: int(count) for status, count in rows}
 
 
 async def stale_records(session: AsyncSession, month: date) -> list[MeterEventRecord]:

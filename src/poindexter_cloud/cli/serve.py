@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import tempfile
 
 import uvicorn
 
 from poindexter_cloud.cli.common import Subcommands, add_role_argument, settings_or_exit
 from poindexter_cloud.core.http import create_app
+from poindexter_cloud.core.metrics import MULTIPROCESS_ENV
 from poindexter_cloud.core.observe import configure_tracing
 from poindexter_cloud.core.runner import Service, run_together, uvicorn_config
 from poindexter_cloud.core.settings import Role, Settings
@@ -36,6 +39,9 @@ def handle(args: argparse.Namespace) -> int:
     configure_tracing(settings.otel_traces_exporter, settings.otel_exporter_otlp_endpoint)
     port = args.port or DEFAULT_PORTS[role]
     if role in (Role.WEB, Role.PROXY):
+        if args.workers > 1 and not os.environ.get(MULTIPROCESS_ENV):
+            # Each process writes its metrics to files here; /metrics in any of them sums them all.
+            os.environ[MULTIPROCESS_ENV] = tempfile.mkdtemp(prefix="poindexter-metrics-")
         config = uvicorn_config(f"poindexter_cloud.asgi:{role.value}", args.host, port, args.workers)
         config.factory = True
         uvicorn.Server(config).run()

@@ -21,13 +21,13 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
 from litestar.types import ControllerRouterHandler
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from poindexter_cloud import __version__
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.errors import AppError, ErrorBody, ErrorResponse
 from poindexter_cloud.core.logs import request_id_var
+from poindexter_cloud.core.metrics import ERRORS, cached, exposition
 from poindexter_cloud.core.observe import Observed
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Role, Settings
@@ -93,10 +93,14 @@ CORE_DEPENDENCIES = {
 }
 
 
+_error_series = cached(ERRORS)
+
+
 def error_response(
     status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
 ) -> Response[ErrorResponse]:
     body = ErrorResponse(ErrorBody(code, message, request_id_var.get(), details))
+    _error_series(status, code).inc()
     return Response(body, status_code=status, headers=headers, media_type=MediaType.JSON)
 
 
@@ -179,7 +183,8 @@ async def readyz(state: State) -> Response[dict[str, Any]]:
 
 @get("/metrics", include_in_schema=False, sync_to_thread=False)
 def metrics() -> Response[bytes]:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    body, content_type = exposition()
+    return Response(body, media_type=content_type)
 
 
 def create_app(role: Role, settings: Settings, resources: Resources | None = None) -> Observed:

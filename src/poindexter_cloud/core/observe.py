@@ -14,9 +14,9 @@ import uuid
 from typing import Any
 
 from opentelemetry import trace
-from prometheus_client import Counter, Histogram
 
 from poindexter_cloud.core.logs import request_id_var
+from poindexter_cloud.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
 
 ASGIApp = Any
 Scope = dict[str, Any]
@@ -25,14 +25,6 @@ log = logging.getLogger("poindexter_cloud.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
-
-HTTP_REQUESTS = Counter("http_requests_total", "HTTP requests served", ["role", "method", "route", "status"])
-HTTP_LATENCY = Histogram(
-    "http_request_duration_seconds",
-    "Time from request start to the end of the response body",
-    ["role", "method", "route", "status"],
-    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
-)
 
 UNROUTED = "unrouted"
 

@@ -13,8 +13,11 @@ from the current state of the database.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -25,6 +28,7 @@ from saq import CronJob, Job, Queue, Status
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from poindexter_cloud.core.metrics import JOB_DURATION, JOBS, cached
 from poindexter_cloud.core.models import JobHistory
 
 log = logging.getLogger(__name__)
@@ -199,6 +203,11 @@ async def before_job(ctx: dict[str, Any]) -> None:
             )
         await session.commit()
     ctx["history_id"] = history_id
+    ctx["started"] = time.monotonic()
+
+
+_job_runs = cached(JOBS)
+_job_duration = cached(JOB_DURATION)
 
 
 async def after_job(ctx: dict[str, Any]) -> None:
@@ -208,6 +217,9 @@ async def after_job(ctx: dict[str, Any]) -> None:
     if history_id is None:
         return
     status = _STATUS_NAMES.get(job.status, "retrying")
+    _job_runs(job.function, status).inc()
+    if "started" in ctx:
+        _job_duration(job.function).observe(time.monotonic() - ctx["started"])
     values: dict[str, Any] = {"status": status, "attempts": job.attempts}
     if status == "completed":
         values["completed_at"] = datetime.now(UTC)
@@ -239,6 +251,29 @@ def background(factory: Callable[[Any], BackgroundService]) -> Callable[[Any], B
     if factory not in SERVICES:
         SERVICES.append(factory)
     return factory
+
+
+class Every:
+    """A background service that runs ``action`` every ``seconds`` (first at once) until stopped; an
+    error is logged and the next round comes anyway. For sampling gauges, mostly."""
+
+    def __init__(self, seconds: float, action: Callable[[], Awaitable[Any]], name: str) -> None:
+        self.seconds = seconds
+        self.action = action
+        self.name = name
+        self._stopping = asyncio.Event()
+
+    async def run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.action()
+            except Exception:
+                log.warning("%s failed; next try in %.0f s", self.name, self.seconds, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.seconds)
+
+    async def stop(self) -> None:
+        self._stopping.set()
 
 
 def cron_jobs() -> list[CronJob[Any]]:

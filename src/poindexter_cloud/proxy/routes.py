@@ -33,7 +33,7 @@ def _post_handler(path: str, endpoint: Endpoint) -> Any:
     return handle
 
 
-@asgi("/v1/models", is_mount=False)
+@asgi("/v1/models", is_mount=False, copy_scope=False)
 async def models(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     """GET /v1/models, in the caller's API family's format."""
     call = Call(_runtime(scope), "messages", scope, receive, send)

@@ -23,6 +23,14 @@ from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
 from poindexter_cloud.billing.plans import plan_named
 from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, encode, stream_for
+from poindexter_cloud.core.metrics import (
+    ERRORS,
+    PROXY_OVERHEAD,
+    PROXY_TOKENS,
+    UPSTREAM_ERRORS,
+    UPSTREAM_LATENCY,
+    cached,
+)
 from poindexter_cloud.core.redis_scripts import ScriptClient
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
@@ -68,6 +76,22 @@ class RequestHead(msgspec.Struct):
 
 
 _head_decoder = msgspec.json.Decoder(RequestHead)
+
+# Metric children, resolved once per label set (core/metrics.py).
+_tokens = cached(PROXY_TOKENS)
+_overhead = cached(PROXY_OVERHEAD)
+_upstream_latency = cached(UPSTREAM_LATENCY)
+_upstream_errors = cached(UPSTREAM_ERRORS)
+_errors = cached(ERRORS)
+
+
+def upstream_failure_reason(status: int | None) -> str:
+    """The bounded reason label of a failed upstream attempt."""
+    if status is None:
+        return "connect"
+    if status in (401, 403):
+        return "auth"
+    return "http_429" if status == 429 else "http_5xx" if status >= 500 else f"http_{status}"
 
 
 class ProxyRuntime:
@@ -153,6 +177,7 @@ class Call:
         self.started = time.perf_counter()
         self.upstream_seconds = 0.0
         self.principal: KeyPrincipal | None = None
+        self.plan = "none"
         self.reservation: Reservation | None = None
         self.attempt = 0
         self.response_started = False
@@ -178,6 +203,7 @@ class Call:
                 "Your credit balance is too low: this account has no active Poindexter Cloud "
                 "subscription. Subscribe in the console (or POST /v1/billing/subscribe).",
             )
+        self.plan = entitlement.plan
         body = await read_body(self.receive, self.rt.settings.proxy_max_body_bytes)
         try:
             head = _head_decoder.decode(body)
@@ -276,6 +302,7 @@ class Call:
                 response = await self.rt.http.request("POST", request[0], data=request[1], headers=request[2])
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.upstream_seconds += time.perf_counter() - sent_at
+                _upstream_errors(route.upstream.name, upstream_failure_reason(None)).inc()
                 self.rt.breakers.failure(upstream_key)
                 last_error = ProxyError(
                     502,
@@ -285,8 +312,10 @@ class Call:
                 if not final:
                     await self.record_failed_attempt(route, 502)
                 continue
+            _upstream_latency(route.upstream.name).observe(time.perf_counter() - sent_at)
             try:
                 if response.status in RETRYABLE or response.status in (401, 403):
+                    _upstream_errors(route.upstream.name, upstream_failure_reason(response.status)).inc()
                     error_body = await response.read()
                     self.upstream_seconds += time.perf_counter() - sent_at
                     self.rt.breakers.failure(upstream_key)
@@ -494,7 +523,9 @@ class Call:
         await send({"type": "http.response.body", "body": splitter.pending, "more_body": False})
 
     async def start_response(self, status: int, content_type: str) -> None:
-        overhead_ms = (time.perf_counter() - self.started - self.upstream_seconds) * 1000
+        overhead = time.perf_counter() - self.started - self.upstream_seconds
+        _overhead(self.family).observe(overhead)
+        overhead_ms = overhead * 1000
         headers = [
             (b"content-type", content_type.encode()),
             (b"request-id", self.request_id.encode()),
@@ -512,6 +543,7 @@ class Call:
     async def fail(self, error: ProxyError) -> None:
         if self.response_started or error.status == CLIENT_CLOSED:
             return
+        _errors(error.status, error.code).inc()
         body = error.body(self.family, self.request_id)
         headers = [
             (b"content-type", b"application/json"),
@@ -577,6 +609,14 @@ class Call:
             return
         self.settled = True
         record = self.usage_record(route, usage, estimated, status)
+        for kind, count in (
+            ("input", usage.input_tokens),
+            ("output", usage.output_tokens),
+            ("cache_read", usage.cache_read_tokens),
+            ("cache_write", usage.cache_write_5m_tokens + usage.cache_write_1h_tokens),
+        ):
+            if count:
+                _tokens(route.model, self.plan, kind).inc(count)
         tokens = (
             usage.input_tokens
             + usage.output_tokens
