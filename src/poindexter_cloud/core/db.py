@@ -89,7 +89,7 @@ class UnitOfWork:
     def __init__(self, session: AsyncSession, queue: JobQueue | None) -> None:
         self.session = session
         self._queue = queue
-        self._pending_jobs: list[tuple[uuid.UUID, str, dict[str, Any]]] = []
+        self._pending_jobs: list[tuple[uuid.UUID, str, dict[str, Any], dict[str, str]]] = []
         self._after_commit: list[Callable[[], Awaitable[None]]] = []
 
     def after_commit(self, callback: Callable[[], Awaitable[None]]) -> None:
@@ -98,10 +98,11 @@ class UnitOfWork:
 
     async def defer_job(self, function: str, **kwargs: Any) -> uuid.UUID:
         """Record a job in this transaction; it reaches the queue only if the transaction commits."""
+        from poindexter_cloud.core.observe import job_origin
         from poindexter_cloud.core.queue import record_pending_job
 
         job_id = await record_pending_job(self.session, function, kwargs)
-        self._pending_jobs.append((job_id, function, kwargs))
+        self._pending_jobs.append((job_id, function, kwargs, job_origin()))
         return job_id
 
     async def commit(self) -> None:
@@ -109,8 +110,8 @@ class UnitOfWork:
         pending, self._pending_jobs = self._pending_jobs, []
         callbacks, self._after_commit = self._after_commit, []
         if self._queue is not None:
-            for job_id, function, kwargs in pending:
+            for job_id, function, kwargs, origin in pending:
                 # A crash before this loop ends leaves rows 'pending'; the outbox sweep enqueues them later.
-                await self._queue.enqueue(job_id, function, kwargs)
+                await self._queue.enqueue(job_id, function, kwargs, origin)
         for callback in callbacks:
             await callback()

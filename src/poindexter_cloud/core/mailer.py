@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
 from email.message import EmailMessage
@@ -10,6 +11,8 @@ from email.message import EmailMessage
 from poindexter_cloud.core.settings import Settings
 
 TIMEOUT_SECONDS = 15
+
+log = logging.getLogger(__name__)
 
 
 def build_message(settings: Settings, to: str, subject: str, text: str) -> EmailMessage:
@@ -39,5 +42,7 @@ def _send(settings: Settings, message: EmailMessage) -> None:
 
 
 async def send(settings: Settings, to: str, subject: str, text: str) -> None:
-    """Send one plain-text message; raises on failure so the calling job retries."""
+    """Send one plain-text message; raises on failure so the calling job retries. The log line names the
+    subject, never the address or the body (which holds a link's secret)."""
     await asyncio.to_thread(_send, settings, build_message(settings, to, subject, text))
+    log.info("mail sent", extra={"subject": subject})

@@ -13,7 +13,10 @@ import time
 import uuid
 from typing import Any
 
+from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from poindexter_cloud.core.logs import request_id_var
 from poindexter_cloud.core.metrics import HTTP_LATENCY, HTTP_REQUESTS
@@ -71,7 +74,9 @@ class Observed:
 
         span_cm = (
             self.tracer.start_as_current_span(
-                f"{scope['method']} {scope['path']}", kind=trace.SpanKind.SERVER
+                f"{scope['method']} {scope['path']}",
+                context=incoming_trace_context(scope),
+                kind=trace.SpanKind.SERVER,
             )
             if tracing_enabled()
             else None
@@ -108,6 +113,54 @@ class Observed:
 
 
 _tracing = False
+_propagator = TraceContextTextMapPropagator()
+
+
+def incoming_trace_context(scope: Scope) -> Context:
+    """The caller's W3C ``traceparent`` (and ``tracestate``), so our span continues their trace."""
+    carrier = {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in scope.get("headers", ())
+        if name in (b"traceparent", b"tracestate")
+    }
+    return _propagator.extract(carrier)
+
+
+def job_origin() -> dict[str, str]:
+    """What a deferred job carries of the request (or job) that asked for it: its request id, and the
+    current trace context when tracing is on, so the job's logs and span join the request's."""
+    origin: dict[str, str] = {}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        origin["request_id"] = request_id
+    if _tracing:
+        _propagator.inject(origin)
+    return origin
+
+
+class JobTrace:
+    """The request id and span of one job run, begun before the job and ended after it (SAQ's hooks)."""
+
+    def __init__(self, function: str, origin: dict[str, str], fallback_request_id: str) -> None:
+        self._request_id = request_id_var.set(origin.get("request_id") or fallback_request_id)
+        self._span: trace.Span | None = None
+        self._attached: object | None = None
+        if _tracing:
+            tracer = trace.get_tracer("poindexter_cloud")
+            self._span = tracer.start_span(
+                f"job {function}", context=_propagator.extract(origin), kind=trace.SpanKind.CONSUMER
+            )
+            self._span.set_attribute("job.function", function)
+            self._span.set_attribute("request_id", request_id_var.get() or "")
+            self._attached = otel_context.attach(trace.set_span_in_context(self._span))
+
+    def end(self, outcome: str) -> None:
+        if self._span is not None:
+            self._span.set_attribute("job.outcome", outcome)
+            self._span.end()
+        if self._attached is not None:
+            otel_context.detach(self._attached)  # type: ignore[arg-type]
+        request_id_var.reset(self._request_id)
 
 
 def tracing_enabled() -> bool:

@@ -30,12 +30,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.core.metrics import JOB_DURATION, JOBS, cached
 from poindexter_cloud.core.models import JobHistory
+from poindexter_cloud.core.observe import JobTrace
 
 log = logging.getLogger(__name__)
 
 JobFunction = Callable[..., Awaitable[Any]]
 
 STRANDED_AFTER = timedelta(seconds=30)
+ORIGIN = "origin"  # the SAQ job meta key of observe.job_origin()
 MAX_RETRY_DELAY_SECONDS = 300.0
 ERROR_TEXT_LIMIT = 2000
 
@@ -120,11 +122,12 @@ class JobQueue:
     async def disconnect(self) -> None:
         await self.saq.disconnect()
 
-    def _job(self, key: str, function: str, kwargs: dict[str, Any]) -> Job:
+    def _job(self, key: str, function: str, kwargs: dict[str, Any], origin: dict[str, str]) -> Job:
         spec = REGISTRY[function]
         return Job(
             function=function,
             kwargs=kwargs,
+            meta={ORIGIN: origin} if origin else {},
             key=key,
             timeout=spec.timeout_seconds,
             retries=self.max_attempts,
@@ -132,9 +135,16 @@ class JobQueue:
             retry_backoff=MAX_RETRY_DELAY_SECONDS,
         )
 
-    async def enqueue(self, history_id: uuid.UUID, function: str, kwargs: dict[str, Any]) -> None:
-        """Hand one recorded job to SAQ; its job_history id is the SAQ key, so a repeat is a no-op."""
-        await self.saq.enqueue(self._job(str(history_id), function, kwargs))
+    async def enqueue(
+        self,
+        history_id: uuid.UUID,
+        function: str,
+        kwargs: dict[str, Any],
+        origin: dict[str, str] | None = None,
+    ) -> None:
+        """Hand one recorded job to SAQ; its job_history id is the SAQ key, so a repeat is a no-op.
+        ``origin`` (``observe.job_origin``) is the asking request's id and trace context."""
+        await self.saq.enqueue(self._job(str(history_id), function, kwargs, origin or {}))
 
 
 async def enqueue_stranded(
@@ -177,11 +187,13 @@ _STATUS_NAMES = {Status.COMPLETE: "completed", Status.FAILED: "failed", Status.A
 
 
 async def before_job(ctx: dict[str, Any]) -> None:
-    """Mark the job's history row running (cron runs get a row of their own here)."""
+    """Mark the job's history row running (cron runs get a row of their own here), and carry on the asking
+    request's id and trace: the job's log lines and span join the request's."""
     job: Job = ctx["job"]
     resources = ctx["resources"]
     now = datetime.now(UTC)
     history_id = _history_id(job)
+    ctx["trace"] = JobTrace(job.function, (job.meta or {}).get(ORIGIN) or {}, f"job-{job.key}")
     async with resources.db.sessions() as session:
         if history_id is None:
             history_id = uuid.uuid4()
@@ -213,10 +225,18 @@ _job_duration = cached(JOB_DURATION)
 async def after_job(ctx: dict[str, Any]) -> None:
     """Record the outcome: completed, failed for good, or waiting for a retry."""
     job: Job = ctx["job"]
+    status = _STATUS_NAMES.get(job.status, "retrying")
+    try:
+        await _record_outcome(ctx, job, status)
+    finally:
+        if "trace" in ctx:
+            ctx.pop("trace").end(status)
+
+
+async def _record_outcome(ctx: dict[str, Any], job: Job, status: str) -> None:
     history_id = ctx.get("history_id")
     if history_id is None:
         return
-    status = _STATUS_NAMES.get(job.status, "retrying")
     _job_runs(job.function, status).inc()
     if "started" in ctx:
         _job_duration(job.function).observe(time.monotonic() - ctx["started"])

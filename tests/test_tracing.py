@@ -1,0 +1,125 @@
+"""Tracing across the roles, with OpenTelemetry's in-memory exporter: a request's trace continues the
+caller's, the jobs it defers join it (their spans and their log lines carry its request id), and a proxied
+request's id is the one on its usage row."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy import select
+
+from conftest import RunningServer, eventually
+from poindexter_cloud.billing.models import UsageEvent
+from poindexter_cloud.core import observe
+from poindexter_cloud.core.logs import JsonFormatter
+from poindexter_cloud.core.resources import Resources
+from test_accounts import new_email, register
+from test_proxy import MODEL, claude, subscriber
+
+EXPORTER = InMemorySpanExporter()
+TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CALLER = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
+
+
+@pytest.fixture
+def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
+    """Tracing on, into memory (the global provider can be set once per process: the first test does)."""
+    if not isinstance(trace.get_tracer_provider(), TracerProvider):
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(EXPORTER))
+        trace.set_tracer_provider(provider)
+    monkeypatch.setattr(observe, "_tracing", True)
+    EXPORTER.clear()
+    yield EXPORTER
+    EXPORTER.clear()
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+def finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    return [span for span in exporter.get_finished_spans() if span.name == name]
+
+
+async def test_a_deferred_job_joins_the_trace_and_the_request_id_of_its_request(
+    web: httpx.AsyncClient, worker: Any, spans: InMemorySpanExporter, json_logs: io.StringIO
+) -> None:
+    email = new_email()
+    await register(web, email)
+    response = await web.post(
+        "/v1/auth/password-reset",
+        json={"email": email},
+        headers={"traceparent": CALLER, "X-Request-ID": "reset-trace-1"},
+    )
+    assert response.status_code == 202
+
+    async def job_span() -> list[ReadableSpan]:
+        return [
+            span
+            for span in finished(spans, "job send_account_email")
+            if span.attributes is not None and span.attributes["request_id"] == "reset-trace-1"
+        ]
+
+    [job] = await eventually(job_span, within=10)
+    [server] = finished(spans, "POST /v1/auth/password-reset")
+    assert server.context is not None and job.context is not None
+    assert f"{server.context.trace_id:032x}" == TRACE_ID  # continues the caller's trace
+    assert job.context.trace_id == server.context.trace_id
+    assert job.parent is not None and job.parent.span_id == server.context.span_id
+    assert job.attributes is not None and job.attributes["job.outcome"] == "completed"
+    lines = [json.loads(line) for line in json_logs.getvalue().splitlines()]
+    mailed = [line for line in lines if line.get("logger") == "poindexter_cloud.core.mailer"]
+    reset = [line for line in mailed if line["msg"] == "mail sent" and "Reset" in line["subject"]]
+    assert [line["request_id"] for line in reset] == ["reset-trace-1"]
+
+
+async def test_a_proxied_requests_span_and_usage_row_share_its_request_id(
+    web: httpx.AsyncClient,
+    proxy_server: RunningServer,
+    resources: Resources,
+    worker: Any,
+    spans: InMemorySpanExporter,
+) -> None:
+    user = await subscriber(web, resources)
+    raw = await claude(proxy_server.url, user["key"]).messages.with_raw_response.create(
+        model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "trace me"}]
+    )
+    request_id = raw.headers["request-id"]
+    [server] = [
+        span
+        for span in finished(spans, "POST /v1/messages")
+        if span.attributes is not None and span.attributes["request_id"] == request_id
+    ]
+    assert server.attributes is not None and server.attributes["http.response.status_code"] == 200
+
+    async def stored() -> list[UsageEvent]:
+        async with resources.db.sessions() as session:
+            rows = await session.execute(
+                select(UsageEvent).where(UsageEvent.user_id == uuid.UUID(user["user_id"]))
+            )
+            return list(rows.scalars())
+
+    [event] = await eventually(stored, within=10)
+    assert event.request_id == request_id
