@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import io
+import logging
 import os
 import socket
 import uuid
@@ -25,6 +27,7 @@ from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.core import migrations
 from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
 from poindexter_cloud.core.http import create_app
+from poindexter_cloud.core.logs import JsonFormatter
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.runner import ManagedServer, uvicorn_config
 from poindexter_cloud.core.settings import Role, Settings, load_or_raise
@@ -113,6 +116,21 @@ def make_settings(database_url: str, redis_url: str, **env: str) -> Settings:
             **env,
         },
     )
+
+
+@pytest.fixture
+def json_logs() -> Iterator[io.StringIO]:
+    """Every log line of the test, as the JSON the service writes."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    yield stream
+    root.removeHandler(handler)
+    root.setLevel(previous)
 
 
 @pytest.fixture(scope="session")

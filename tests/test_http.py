@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -16,22 +15,7 @@ import pytest
 from conftest import RunningServer, make_settings
 from poindexter_cloud.core.embedded import EmbeddedRedis, free_port
 from poindexter_cloud.core.http import create_app
-from poindexter_cloud.core.logs import JsonFormatter
 from poindexter_cloud.core.settings import Role
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(previous)
 
 
 async def test_request_id_round_trips_and_is_in_the_access_log(

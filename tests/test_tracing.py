@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -22,7 +21,6 @@ from sqlalchemy import select
 from conftest import RunningServer, eventually
 from poindexter_cloud.billing.models import UsageEvent
 from poindexter_cloud.core import observe
-from poindexter_cloud.core.logs import JsonFormatter
 from poindexter_cloud.core.resources import Resources
 from test_accounts import new_email, register
 from test_proxy import MODEL, claude, subscriber
@@ -43,20 +41,6 @@ def spans(monkeypatch: pytest.MonkeyPatch) -> Iterator[InMemorySpanExporter]:
     EXPORTER.clear()
     yield EXPORTER
     EXPORTER.clear()
-
-
-@pytest.fixture
-def json_logs() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    previous = root.level
-    root.addHandler(handler)
-    root.setLevel(logging.INFO)
-    yield stream
-    root.removeHandler(handler)
-    root.setLevel(previous)
 
 
 def finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
