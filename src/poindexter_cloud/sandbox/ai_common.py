@@ -66,6 +66,8 @@ from litestar.handlers import HTTPRouteHandler
 from litestar.response import Stream
 from litestar.types import ExceptionHandlersMap
 
+from .fault_queue import take
+
 encode = msgspec.json.encode
 _decode = msgspec.json.Decoder().decode
 
@@ -459,14 +461,8 @@ class ProviderState:
         return Call(body, headers, stream, fault, tokens_per_second)
 
     def _take_fault(self, stream: bool) -> FaultSpec | None:
-        for index, fault in enumerate(self.faults):
-            if fault.stream_only and not stream:
-                continue
-            fault.count -= 1
-            if fault.count <= 0:
-                del self.faults[index]
-            return fault
-        return None
+        """The first pending fault for this request (a stream fault waits for a streamed one)."""
+        return take(self.faults, lambda fault: stream or not fault.stream_only)
 
     async def pace(self, call: Call, tokens: int) -> None:
         """Delay a non-streamed answer as long as streaming its tokens would take."""

@@ -6,11 +6,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import json
 from typing import Any, Final
 
 from litestar import Request, Response, delete, get, post
 
+from ..control_json import answer, object_body
+from ..fault_queue import take
 from . import gmail, mime
 from .auth import TOKEN_PATH, register_service_account, sandbox_service_account
 from .errors import GoogleError, OAuthError
@@ -33,20 +34,8 @@ _FAULT_MESSAGES: Final = {
 }
 
 
-def _answer(body: Any, status: int = 200) -> Response[bytes]:
-    return Response(content=json.dumps(body).encode(), status_code=status, media_type="application/json")
-
-
 def _problem(message: str, status: int = 400) -> Response[bytes]:
-    return _answer({"error": {"code": status, "message": f"sandbox control: {message}"}}, status)
-
-
-async def _body(request: Request[Any, Any, Any]) -> dict[str, Any] | None:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return answer({"error": {"code": status, "message": f"sandbox control: {message}"}}, status)
 
 
 def _base_url(request: Request[Any, Any, Any]) -> str:
@@ -58,12 +47,12 @@ async def reset() -> Response[bytes]:
     """Forget users (but the admin), mail, calendars, tokens, faults and the outbound log. Service accounts
     stay trusted, so a key handed out before keeps working."""
     STATE.reset()
-    return _answer({"status": "reset", "domain": STATE.domain, "admin": STATE.admin_email})
+    return answer({"status": "reset", "domain": STATE.domain, "admin": STATE.admin_email})
 
 
 @get("/_control/state", include_in_schema=False)
 async def state() -> Response[bytes]:
-    return _answer(STATE.counts())
+    return answer(STATE.counts())
 
 
 @get("/_control/service-account", include_in_schema=False)
@@ -72,7 +61,7 @@ async def default_service_account(request: Request[Any, Any, Any]) -> Response[b
     ``token_uri`` on the host this was asked on; it may impersonate any user of the domain, for any scope."""
     if STATE.default_account is None:
         STATE.default_account = sandbox_service_account(_base_url(request), name=DEFAULT_ACCOUNT)
-    return _answer({**STATE.default_account, "token_uri": _base_url(request) + TOKEN_PATH})
+    return answer({**STATE.default_account, "token_uri": _base_url(request) + TOKEN_PATH})
 
 
 @post("/_control/service-accounts", include_in_schema=False, status_code=200)
@@ -80,7 +69,7 @@ async def new_service_account(request: Request[Any, Any, Any]) -> Response[bytes
     """``{"name": "other", "delegated_scopes": [...]}`` (both optional): a new key (of a new account, or a
     second key of the account ``name``), whose domain-wide delegation allows only ``delegated_scopes``
     (absent: any scope)."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     name = body.get("name", f"account-{len(STATE.service_accounts) + 1}")
@@ -89,14 +78,14 @@ async def new_service_account(request: Request[Any, Any, Any]) -> Response[bytes
         return _problem(f"name must be letters, digits and dashes, and not {DEFAULT_ACCOUNT}")
     if scopes is not None and (not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes)):
         return _problem("delegated_scopes must be a list of scope URLs")
-    return _answer(sandbox_service_account(_base_url(request), name=name, delegated_scopes=scopes))
+    return answer(sandbox_service_account(_base_url(request), name=name, delegated_scopes=scopes))
 
 
 @post("/_control/service-accounts/trust", include_in_schema=False, status_code=200)
 async def trust_service_account(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"info": <service-account key JSON>, "delegated_scopes"?: [...]}``: trust a key made elsewhere (for
     a service configured with a key file of its own)."""
-    body = await _body(request)
+    body = await object_body(request)
     info = body.get("info") if body is not None else None
     if not isinstance(info, dict) or not info.get("client_email") or not info.get("private_key"):
         return _problem("info must be a service-account key JSON with client_email and private_key")
@@ -104,7 +93,7 @@ async def trust_service_account(request: Request[Any, Any, Any]) -> Response[byt
         email = register_service_account(info, body.get("delegated_scopes") if body else None)
     except (ValueError, TypeError) as error:
         return _problem(f"the private key does not load: {error}")
-    return _answer({"client_email": email})
+    return answer({"client_email": email})
 
 
 @post("/_control/inbound", include_in_schema=False, status_code=200)
@@ -114,7 +103,7 @@ async def inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     "references"?, "headers"?, "date"?}``, or ``{"raw": base64 RFC 822}``. Each To/Cc (and ``bcc`` list)
     address of the sandbox domain gets it in its INBOX; one without a mailbox is a 404 and nothing is
     delivered."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     try:
@@ -133,7 +122,7 @@ async def inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     for user in dict.fromkeys(u for u in users if u is not None):
         message = gmail.deliver(user, raw)
         delivered.append({"mailbox": user.primary_email, "id": message.id, "threadId": message.thread_id})
-    return _answer({"delivered": delivered})
+    return answer({"delivered": delivered})
 
 
 def _inbound_message(body: dict[str, Any]) -> bytes:
@@ -150,12 +139,12 @@ async def outbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     ``{"from", "to", "subject", "message_id", "sent_at", "raw"}`` with ``raw`` in standard base64."""
     to = request.query_params.get("to")
     messages = [m for m in STATE.outbound if to is None or m["to"] == str(to).lower()]
-    return _answer({"messages": messages})
+    return answer({"messages": messages})
 
 
 @get("/_control/faults", include_in_schema=False)
 async def list_faults() -> Response[bytes]:
-    return _answer({"faults": [fault.view() for fault in STATE.faults]})
+    return answer({"faults": [fault.view() for fault in STATE.faults]})
 
 
 @post("/_control/faults", include_in_schema=False, status_code=200)
@@ -164,7 +153,7 @@ async def add_fault(request: Request[Any, Any, Any]) -> Response[bytes]:
     "method": "POST"?}``: the next ``count`` matching calls wait ``delay_seconds``, then answer ``status``
     with Google's error body (the token endpoint: an OAuth error); without ``status`` they are served
     normally after the wait (a time-out drill: set the delay past the client's timeout)."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     api, count = body.get("api"), body.get("count", 1)
@@ -180,7 +169,7 @@ async def add_fault(request: Request[Any, Any, Any]) -> Response[bytes]:
     if method is not None and not isinstance(method, str):
         return _problem("method must be an HTTP method")
     STATE.faults.append(Fault(api, count, status, float(delay), method.upper() if method else None))
-    return _answer({"faults": [fault.view() for fault in STATE.faults]})
+    return answer({"faults": [fault.view() for fault in STATE.faults]})
 
 
 @delete("/_control/faults", include_in_schema=False, status_code=204)
@@ -199,19 +188,10 @@ async def inject_fault(request: Request[Any, Any, Any]) -> Response[bytes] | Non
     if api is None:
         return None
     STATE.requests += 1
-    fault = next(
-        (
-            f
-            for f in STATE.faults
-            if f.api in (None, api) and (f.method is None or f.method == request.method.upper())
-        ),
-        None,
-    )
+    method = request.method.upper()
+    fault = take(STATE.faults, lambda f: f.api in (None, api) and f.method in (None, method))
     if fault is None:
         return None
-    fault.count -= 1
-    if fault.count <= 0:
-        STATE.faults.remove(fault)
     if fault.delay_seconds:
         await asyncio.sleep(fault.delay_seconds)
     if fault.status is None:

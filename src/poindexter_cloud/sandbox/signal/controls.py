@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Request, Response, get, post
 
+from ..control_json import object_body
 from .delivery import deliver, send_to_group
 from .faults import KINDS, cancel_waits
 from .messages import parse_attachment
@@ -20,14 +20,6 @@ state = STATE
 
 def _problem(message: str, status: int = 400) -> Response[bytes]:
     return error(f"sandbox control: {message}", status)
-
-
-async def _body(request: Request[Any, Any, Any]) -> dict[str, Any] | None:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def _count(body: dict[str, Any]) -> int | None:
@@ -58,7 +50,7 @@ async def show_state() -> Response[bytes]:
 async def demand_captcha(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"count": 1}`` or ``{"number": "+1..."}``: Signal demands a captcha of the next ``count``
     registrations, or of that number's next one. The demand holds until a registration brings a captcha."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     number = body.get("number")
@@ -79,7 +71,7 @@ async def add_fault(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"kind": "error"|"timeout"|"rate_limit", "count": 1, "endpoint": "POST /v2/send"?, "seconds": 30?,
     "status": 429?}``: the next ``count`` calls (to ``endpoint``, else any) fail. ``rate_limit`` is Signal
     refusing a registration, so its endpoint is ``POST /v1/register/{number}``."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     kind, count, seconds = body.get("kind"), _count(body), body.get("seconds", 30)
@@ -102,7 +94,7 @@ async def add_fault(request: Request[Any, Any, Any]) -> Response[bytes]:
 @post("/_control/outside_users", include_in_schema=False, status_code=201)
 async def add_outside_user(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"number": "+1...", "name": "Alice"}``: someone with Signal on a phone of their own."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     number, name = body.get("number"), body.get("name", "")
@@ -135,7 +127,7 @@ async def outside_user_sends(request: Request[Any, Any, Any], number: str) -> Re
     user = state.outsiders.get(number)
     if user is None:
         return _problem(f"no outside user {number}", 404)
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     recipient, message, raw = body.get("recipient"), body.get("message"), body.get("base64_attachments", [])

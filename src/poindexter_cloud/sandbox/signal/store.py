@@ -12,6 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
+from ..fault_queue import take
+
 # How long a verification code stays good (Signal's registration sessions last about ten minutes).
 CODE_LIFETIME_SECONDS: Final = 600.0
 
@@ -131,12 +133,12 @@ class Group:
 
 @dataclass(slots=True)
 class Fault:
-    """The next ``remaining`` API calls to ``endpoint`` fail as ``kind`` says. ``endpoint`` is written as in
+    """The next ``count`` API calls to ``endpoint`` fail as ``kind`` says. ``endpoint`` is written as in
     the API's documentation, ``"POST /v1/register/{number}"`` (a ``{...}`` segment matches any one segment);
     empty means every call."""
 
     kind: str  # "error" (500), "timeout", "rate_limit" (registration only)
-    remaining: int
+    count: int
     endpoint: str = ""
     seconds: float = 30.0  # for "timeout": how long the call hangs before signal-cli-rest-api gives up
     status: int = 429  # for "rate_limit": what Signal answered, 413 or 429
@@ -208,13 +210,7 @@ class State:
         return self.registered(identifier) or self.outsider(identifier)
 
     def take_fault(self, method: str, path: str) -> Fault | None:
-        for fault in self.faults:
-            if fault.remaining > 0 and fault.matches(method, path):
-                fault.remaining -= 1
-                if fault.remaining == 0:
-                    self.faults.remove(fault)
-                return fault
-        return None
+        return take(self.faults, lambda fault: fault.matches(method, path))
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -238,7 +234,7 @@ class State:
             "faults": [
                 {
                     "kind": f.kind,
-                    "remaining": f.remaining,
+                    "remaining": f.count,
                     "endpoint": f.endpoint,
                     "seconds": f.seconds,
                     "status": f.status,

@@ -440,19 +440,6 @@ def cancel(
     state.emit("customer.subscription.deleted", render.subscription(state, sub), at=at)
 
 
-def cancellation_snapshot(sub: Subscription) -> dict[str, Any]:
-    return {
-        "cancel_at": sub.cancel_at,
-        "cancel_at_period_end": sub.cancel_at_period_end,
-        "canceled_at": sub.canceled_at,
-        "cancellation_details": {
-            "comment": sub.cancellation_comment,
-            "feedback": sub.cancellation_feedback,
-            "reason": sub.cancellation_reason,
-        },
-    }
-
-
 def apply_cancel_at(sub: Subscription, cancel_at: int | None, at: int) -> None:
     """Schedule (None: withdraw) the cancellation; at the period's end it is ``cancel_at_period_end``."""
     sub.cancel_at = cancel_at
@@ -462,7 +449,7 @@ def apply_cancel_at(sub: Subscription, cancel_at: int | None, at: int) -> None:
 
 
 def set_cancel_at_period_end(state: State, sub: Subscription, flag: bool, at: int) -> None:
-    previous = cancellation_snapshot(sub)
+    previous = render.cancellation(sub)
     apply_cancel_at(sub, sub.period_end if flag else None, at)
     state.emit("customer.subscription.updated", render.subscription(state, sub), at=at, previous=previous)
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Request, Response, get, post
 
+from ..control_json import answer, object_body
 from . import billing
 from .store import STATE, real_now
 from .webhooks import DISPATCHER, MODES
@@ -14,23 +14,10 @@ from .webhooks import DISPATCHER, MODES
 state = STATE
 
 
-def _answer(body: Any, status: int = 200) -> Response[bytes]:
-    return Response(content=json.dumps(body).encode(), status_code=status, media_type="application/json")
-
-
 def _problem(message: str, status: int = 400) -> Response[bytes]:
-    return _answer(
+    return answer(
         {"error": {"type": "invalid_request_error", "message": f"sandbox control: {message}"}}, status
     )
-
-
-async def _body(request: Request[Any, Any, Any]) -> dict[str, Any] | None:
-    raw = await request.body()
-    try:
-        data = json.loads(raw or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
 
 
 @post("/_control/reset", include_in_schema=False, status_code=200)
@@ -38,31 +25,31 @@ async def reset() -> Response[bytes]:
     """Forget everything: objects, events, idempotency keys, webhook endpoints, deliveries and the mode."""
     state.reset()
     DISPATCHER.reset()
-    return _answer({"status": "reset"})
+    return answer({"status": "reset"})
 
 
 @get("/_control/state", include_in_schema=False)
 async def counts() -> Response[bytes]:
-    return _answer({**state.counts(), "webhooks": DISPATCHER.status()})
+    return answer({**state.counts(), "webhooks": DISPATCHER.status()})
 
 
 @get("/_control/deliveries", include_in_schema=False)
 async def deliveries() -> Response[bytes]:
     """Every delivery attempt, oldest first: event, type, endpoint, url, attempt, status, error."""
-    return _answer(
+    return answer(
         {"deliveries": list(DISPATCHER.deliveries), "idle": DISPATCHER.idle(), **DISPATCHER.status()}
     )
 
 
 @get("/_control/webhooks", include_in_schema=False)
 async def webhooks_status() -> Response[bytes]:
-    return _answer(DISPATCHER.status())
+    return answer(DISPATCHER.status())
 
 
 @post("/_control/webhooks", include_in_schema=False, status_code=200)
 async def webhooks_mode(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"mode": "normal"|"reverse"|"duplicate"|"hold", "retry_base_seconds": 1, "max_attempts": 4}``."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     mode = body.get("mode", DISPATCHER.mode)
@@ -75,21 +62,21 @@ async def webhooks_mode(request: Request[Any, Any, Any]) -> Response[bytes]:
     DISPATCHER.mode = mode
     DISPATCHER.retry_base_seconds = float(retry)
     DISPATCHER.max_attempts = attempts
-    return _answer(DISPATCHER.status())
+    return answer(DISPATCHER.status())
 
 
 @post("/_control/webhooks/flush", include_in_schema=False, status_code=200)
 async def webhooks_flush() -> Response[bytes]:
     """Deliver the held events (newest first in ``reverse`` mode)."""
     flushed = DISPATCHER.flush()
-    return _answer({"flushed": flushed, **DISPATCHER.status()})
+    return answer({"flushed": flushed, **DISPATCHER.status()})
 
 
 @post("/_control/advance", include_in_schema=False, status_code=200)
 async def advance(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"customer": "cus_...", "seconds": 2678400}``: move a customer without a test clock forward in time
     and run what falls due (period ends, payment retries), like advancing a test clock."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     customer = state.customer(str(body.get("customer", "")))
@@ -102,7 +89,7 @@ async def advance(request: Request[Any, Any, Any]) -> Response[bytes]:
         return _problem("this customer has a test clock; advance the clock instead")
     customer.offset += seconds
     billing.run_due(state, [customer], state.now(customer))
-    return _answer(
+    return answer(
         {
             "customer": customer.id,
             "now": state.now(customer),

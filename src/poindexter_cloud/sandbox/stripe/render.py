@@ -425,6 +425,20 @@ def plan(p: Price) -> dict[str, Any]:
     }
 
 
+def cancellation(sub: Subscription) -> dict[str, Any]:
+    """A subscription's cancellation fields (also the ``previous_attributes`` of a change to them)."""
+    return {
+        "cancel_at": sub.cancel_at,
+        "cancel_at_period_end": sub.cancel_at_period_end,
+        "canceled_at": sub.canceled_at,
+        "cancellation_details": {
+            "comment": sub.cancellation_comment,
+            "feedback": sub.cancellation_feedback,
+            "reason": sub.cancellation_reason,
+        },
+    }
+
+
 def subscription(state: State, sub: Subscription, version: str = API_VERSION) -> dict[str, Any]:
     out: dict[str, Any] = {
         "id": sub.id,
@@ -441,14 +455,7 @@ def subscription(state: State, sub: Subscription, version: str = API_VERSION) ->
         },
         "billing_schedules": [],
         "billing_thresholds": None,
-        "cancel_at": sub.cancel_at,
-        "cancel_at_period_end": sub.cancel_at_period_end,
-        "canceled_at": sub.canceled_at,
-        "cancellation_details": {
-            "comment": sub.cancellation_comment,
-            "feedback": sub.cancellation_feedback,
-            "reason": sub.cancellation_reason,
-        },
+        **cancellation(sub),
         "collection_method": "charge_automatically",
         "created": sub.created,
         "currency": sub.currency,

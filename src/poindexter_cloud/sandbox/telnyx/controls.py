@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from litestar import Request, Response, delete, get, post
 
+from ..control_json import answer, object_body
 from . import network, render
 from .api import E164
 from .faults import FAULTS, Fault
@@ -18,20 +18,8 @@ from .webhooks import DISPATCHER, MODES
 ORDER_OUTCOMES = ("success", "failure")
 
 
-def _answer(body: Any, status: int = 200) -> Response[bytes]:
-    return Response(content=json.dumps(body).encode(), status_code=status, media_type="application/json")
-
-
 def _problem(detail: str, status: int = 400) -> Response[bytes]:
-    return _answer({"errors": [{"code": "sandbox", "title": "Sandbox control", "detail": detail}]}, status)
-
-
-async def _body(request: Request[Any, Any, Any]) -> dict[str, Any] | None:
-    try:
-        data = json.loads(await request.body() or b"{}")
-    except ValueError:
-        return None
-    return data if isinstance(data, dict) else None
+    return answer({"errors": [{"code": "sandbox", "title": "Sandbox control", "detail": detail}]}, status)
 
 
 def _seconds(value: Any) -> float | None:
@@ -44,14 +32,14 @@ def _seconds(value: Any) -> float | None:
 @get("/_control/public_key", include_in_schema=False)
 async def public_key() -> Response[bytes]:
     """The webhook-signing public key, base64: what Mission Control shows as the account's public key."""
-    return _answer({"public_key": sandbox_public_key()})
+    return answer({"public_key": sandbox_public_key()})
 
 
 @post("/_control/inbound", include_in_schema=False, status_code=200)
 async def inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"from": "+1...", "to": "<active number>", "text": "...", "media_urls": [...]}``: someone texts one
     of the account's numbers (``network.deliver_sms``)."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     sender, to, text = body.get("from"), body.get("to"), body.get("text")
@@ -65,7 +53,7 @@ async def inbound(request: Request[Any, Any, Any]) -> Response[bytes]:
     message = network.deliver_sms(sender, to, text, media)
     if message is None:
         return _problem(f"{to} is not an active number of the sandbox account", 404)
-    return _answer({"data": render.message(message)})
+    return answer({"data": render.message(message)})
 
 
 @post("/_control/reset", include_in_schema=False, status_code=200)
@@ -77,13 +65,13 @@ async def reset() -> Response[bytes]:
     DISPATCHER.reset()
     FAULTS.reset()
     KEYS.reset()
-    return _answer({"status": "reset"})
+    return answer({"status": "reset"})
 
 
 @get("/_control/state", include_in_schema=False)
 async def counts() -> Response[bytes]:
     settings = STATE.settings
-    return _answer(
+    return answer(
         {
             **STATE.counts(),
             "carrier_delay_seconds": settings.carrier_delay_seconds,
@@ -97,18 +85,18 @@ async def counts() -> Response[bytes]:
 @post("/_control/network", include_in_schema=False, status_code=200)
 async def network_settings(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"carrier_delay_seconds": 0.05}``: time between a message's queued, sent and delivered states."""
-    delay = _seconds((await _body(request) or {}).get("carrier_delay_seconds"))
+    delay = _seconds((await object_body(request) or {}).get("carrier_delay_seconds"))
     if delay is None:
         return _problem("carrier_delay_seconds must be a number >= 0")
     STATE.settings.carrier_delay_seconds = delay
-    return _answer({"carrier_delay_seconds": delay})
+    return answer({"carrier_delay_seconds": delay})
 
 
 @post("/_control/number_orders", include_in_schema=False, status_code=200)
 async def number_orders(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"outcome": "success"|"failure", "seconds": 0.05}``: how orders placed from now on end, and how long
     after they are placed. ``failure`` lasts until set back (or reset)."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     settings = STATE.settings
@@ -117,19 +105,19 @@ async def number_orders(request: Request[Any, Any, Any]) -> Response[bytes]:
     if outcome not in ORDER_OUTCOMES or seconds is None:
         return _problem("outcome must be success or failure, and seconds a number >= 0")
     settings.order_outcome, settings.order_seconds = outcome, seconds
-    return _answer({"outcome": outcome, "seconds": seconds})
+    return answer({"outcome": outcome, "seconds": seconds})
 
 
 @get("/_control/faults", include_in_schema=False)
 async def faults() -> Response[bytes]:
-    return _answer({"faults": [fault.view() for fault in FAULTS.pending]})
+    return answer({"faults": [fault.view() for fault in FAULTS.pending]})
 
 
 @post("/_control/faults", include_in_schema=False, status_code=200)
 async def add_fault(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"path": "/v2/number_orders", "method": "POST", "count": 2, "status": 503}`` (``code``, ``title``,
     ``detail`` override the error object), or ``{"path": ..., "delay_seconds": 5}`` to hold the answers."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     path, method, count = body.get("path"), body.get("method"), body.get("count", 1)
@@ -151,19 +139,19 @@ async def add_fault(request: Request[Any, Any, Any]) -> Response[bytes]:
         return _problem("code, title and detail must be strings")
     fault = Fault(path, method.upper() if method else None, count, status, delay, **texts)
     FAULTS.add(fault)
-    return _answer({"faults": [pending.view() for pending in FAULTS.pending]})
+    return answer({"faults": [pending.view() for pending in FAULTS.pending]})
 
 
 @delete("/_control/faults", include_in_schema=False, status_code=200)
 async def clear_faults() -> Response[bytes]:
     FAULTS.reset()
-    return _answer({"faults": []})
+    return answer({"faults": []})
 
 
 @get("/_control/deliveries", include_in_schema=False)
 async def deliveries() -> Response[bytes]:
     """Every delivery attempt, oldest first (event, type, url, attempt, status, error), and every event."""
-    return _answer(
+    return answer(
         {
             "deliveries": list(DISPATCHER.deliveries),
             "events": list(DISPATCHER.events),
@@ -175,14 +163,14 @@ async def deliveries() -> Response[bytes]:
 
 @get("/_control/webhooks", include_in_schema=False)
 async def webhooks_status() -> Response[bytes]:
-    return _answer(DISPATCHER.status())
+    return answer(DISPATCHER.status())
 
 
 @post("/_control/webhooks", include_in_schema=False, status_code=200)
 async def webhooks_mode(request: Request[Any, Any, Any]) -> Response[bytes]:
     """``{"mode": "normal"|"duplicate"|"hold", "retry_base_seconds": 1, "attempts_per_url": 3,
     "timeout_seconds": 2}``."""
-    body = await _body(request)
+    body = await object_body(request)
     if body is None:
         return _problem("the body must be a JSON object")
     mode = body.get("mode", DISPATCHER.mode)
@@ -203,13 +191,13 @@ async def webhooks_mode(request: Request[Any, Any, Any]) -> Response[bytes]:
     DISPATCHER.retry_base_seconds = retry
     DISPATCHER.attempts_per_url = attempts
     DISPATCHER.timeout_seconds = timeout
-    return _answer(DISPATCHER.status())
+    return answer(DISPATCHER.status())
 
 
 @post("/_control/webhooks/flush", include_in_schema=False, status_code=200)
 async def webhooks_flush() -> Response[bytes]:
     """Deliver the events held in ``hold`` mode."""
-    return _answer({"flushed": DISPATCHER.flush(), **DISPATCHER.status()})
+    return answer({"flushed": DISPATCHER.flush(), **DISPATCHER.status()})
 
 
 HANDLERS = [

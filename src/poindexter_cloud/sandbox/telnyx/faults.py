@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import Any, Final
 
+from ..fault_queue import take
 from .errors import TelnyxError, for_status
 
 
@@ -59,13 +60,7 @@ class Faults:
 
     def take(self, method: str, path: str) -> Fault | None:
         """The first pending fault for this call, which it uses up one count of."""
-        for fault in self.pending:
-            if fault.matches(method, path):
-                fault.count -= 1
-                if fault.count <= 0:
-                    self.pending.remove(fault)
-                return fault
-        return None
+        return take(self.pending, lambda fault: fault.matches(method, path))
 
     def reset(self) -> None:
         self.pending.clear()
