@@ -64,6 +64,7 @@ def test_production_refuses_the_development_secret() -> None:
         "SECRET_KEY",
         "STRIPE_SECRET_KEY",
         "STRIPE_WEBHOOK_SECRET",
+        "TELNYX_PUBLIC_KEY",
     ]
     assert load({"DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h:6379"}, Role.WEB).problems == ()
 

@@ -9,6 +9,8 @@ from poindexter_cloud.accounts.service import RESET_PASSWORD, VERIFY_EMAIL, Acco
 from poindexter_cloud.core import mailer
 from poindexter_cloud.core.queue import job
 from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.identity import service as identities
+from poindexter_cloud.provisioning import service as provisioning
 
 MESSAGES = {
     VERIFY_EMAIL: (
@@ -43,9 +45,17 @@ async def send_account_email(ctx: dict[str, Any], email_token_id: str) -> bool:
 
 @job(timeout_seconds=120)
 async def erase_account(ctx: dict[str, Any], user_id: str) -> bool:
-    """Erase a deleted account's personal data, keeping only what billing law requires."""
+    """Erase a deleted account's personal data, keeping only what billing law requires, once its identity is
+    gone: until then this asks for the identity's deprovisioning (mailbox deleted at once), whose end runs
+    this job again."""
     resources: Resources = ctx["resources"]
+    uid = uuid.UUID(user_id)
     async with resources.unit_of_work() as uow:
-        erased = await Accounts(resources.settings).erase_personal_data(uow.session, uuid.UUID(user_id))
+        if not await provisioning.identity_removed(uow.session, uid):
+            await provisioning.request_deprovisioning(uow, uid, provisioning.ACCOUNT_DELETED, purge=True)
+            await uow.commit()
+            return False
+        erased = await Accounts(resources.settings).erase_personal_data(uow.session, uid)
+        await identities.erase_personal_data(uow.session, uid)
         await uow.commit()
     return erased

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import timedelta
 from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.di import Provide
 from litestar.params import Parameter
+from litestar.status_codes import HTTP_202_ACCEPTED
 
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
 from poindexter_cloud.accounts.auth import Principal, provide_admin
@@ -19,6 +21,9 @@ from poindexter_cloud.billing import reports
 from poindexter_cloud.billing.schemas import AdminUsage
 from poindexter_cloud.billing.usage_sync import parse_month
 from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.identity import service as identities
+from poindexter_cloud.identity.schemas import IdentityView, ProvisioningIssues
+from poindexter_cloud.provisioning import service as provisioning
 
 
 def summary(user: User) -> UserSummary:
@@ -124,4 +129,34 @@ class AdminUsageController(Controller):
         return await reports.admin_usage(uow.session, parse_month(month) if month else None)
 
 
-ROUTES = [AdminUsersController, AdminUsageController]
+class AdminProvisioningController(Controller):
+    path = "/v1/admin"
+    tags = ["admin"]
+    dependencies = {"admin": Provide(provide_admin)}
+
+    @post("/provision/{user_id:uuid}", status_code=HTTP_202_ACCEPTED)
+    async def provision(
+        self, user_id: uuid.UUID, admin: Principal, uow: UnitOfWork, accounts: Accounts
+    ) -> IdentityView:
+        """Provision (or resume provisioning) the user's identity: a new, failed or stuck one; an active one
+        whose Signal registration failed gets a new registration. The work happens in the worker."""
+        await accounts.get_user(uow.session, user_id)
+        identity = await provisioning.provision_by_operator(uow, user_id, admin.user_id)
+        await uow.commit()
+        await uow.session.refresh(identity)  # updated_at is the database's
+        return identities.view(identity)
+
+    @get("/provisioning")
+    async def provisioning_issues(
+        self,
+        admin: Principal,
+        uow: UnitOfWork,
+        stuck_after_minutes: Annotated[int, Parameter(ge=1, le=10080)] = 15,
+    ) -> ProvisioningIssues:
+        """Identities to look at: failed (with the step and reason), stuck (no progress for
+        ``stuck_after_minutes``), or whose Signal registration wants a captcha or failed."""
+        found = await identities.issues(uow.session, timedelta(minutes=stuck_after_minutes))
+        return ProvisioningIssues(found, stuck_after_minutes)
+
+
+ROUTES = [AdminUsersController, AdminUsageController, AdminProvisioningController]

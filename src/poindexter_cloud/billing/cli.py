@@ -82,7 +82,7 @@ def month_argument(text: str) -> date:
 async def grant_comp(args: argparse.Namespace, resources: Resources) -> int:
     async with resources.unit_of_work() as uow:
         user = await Accounts(resources.settings).find_user(uow.session, args.user)
-        await service.grant_complimentary(uow.session, user.id, args.plan)
+        await service.grant_complimentary(uow, user.id, args.plan)
         audit.record(uow.session, "admin.complimentary_plan", subject=user.id, plan=args.plan)
         await uow.commit()
     await ApiKeyVerifier(resources.db, resources.redis, resources.settings).announce_user_changed(user.id)

@@ -25,6 +25,7 @@ from poindexter_cloud.core import audit
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.errors import Conflict, NotFound
 from poindexter_cloud.core.settings import Settings
+from poindexter_cloud.provisioning import service as provisioning
 
 if TYPE_CHECKING:  # the proxy imports this module for entitlements: it need not load the Stripe SDK
     from poindexter_cloud.billing.stripe_adapter import CheckoutSession, StripeAdapter, SubscriptionItem
@@ -92,12 +93,14 @@ async def set_spend_cap(session: AsyncSession, user_id: uuid.UUID, cap_microdoll
 COMP_PREFIX = "comp_"
 
 
-async def grant_complimentary(session: AsyncSession, user_id: uuid.UUID, plan: str) -> Subscription:
-    """An operator-granted subscription outside Stripe (staff, partners, a newcomer's dev setup).
+async def grant_complimentary(uow: UnitOfWork, user_id: uuid.UUID, plan: str) -> Subscription:
+    """An operator-granted subscription outside Stripe (staff, partners, a newcomer's dev setup). Like a
+    paid one, its first activation starts provisioning the identity.
 
     Its id starts with ``comp_`` so Stripe synchronisation leaves it alone."""
     from poindexter_cloud.billing.plans import plan_named
 
+    session = uow.session
     plan_named(plan)  # refuses an unknown plan
     subscription = (
         await session.execute(select(Subscription).where(Subscription.user_id == user_id).with_for_update())
@@ -116,6 +119,7 @@ async def grant_complimentary(session: AsyncSession, user_id: uuid.UUID, plan: s
     else:
         subscription.plan, subscription.status = plan, "active"
     await session.flush()
+    await on_first_activation(uow, user_id)
     return subscription
 
 
@@ -487,6 +491,7 @@ async def apply_stripe_subscription(
         created = True
     else:
         created = False
+    before = None if created else our_status(row.status)
     changes: dict[str, Any] = {
         "status": status,
         "plan": plan,
@@ -510,6 +515,7 @@ async def apply_stripe_subscription(
     if status in ENTITLED_STATUSES and row.activated_at is None:
         await on_first_activation(uow, user_id)
         changed = True
+    await _identity_follows(uow, user_id, before, our_status(status))
     if changed:
         audit.record(
             session,
@@ -522,12 +528,28 @@ async def apply_stripe_subscription(
     return changed
 
 
-async def on_first_activation(uow: UnitOfWork, user_id: uuid.UUID) -> None:
-    """The user's subscription grants the service for the first time: record when (``activated_at``).
+async def _identity_follows(uow: UnitOfWork, user_id: uuid.UUID, before: str | None, after: str) -> None:
+    """A failing payment suspends the identity, a paid one resumes it (provisioning acts after the commit;
+    an ended subscription is deprovisioned after ``deprovision_after`` by provisioning's cron)."""
+    if after == "suspended" and before != "suspended":
+        await provisioning.request_suspension(uow, user_id)
+    elif before == "suspended" and after == "active":
+        await provisioning.request_resumption(uow, user_id)
 
-    This is where provisioning starts. The provisioning issue enqueues its job here, in this same
-    transaction, so it runs only if the activation commits:
-    ``await uow.defer_job("provision_identity", user_id=str(user_id))`` (that job does not exist yet).
+
+async def users_to_deprovision(session: AsyncSession, now: datetime) -> list[uuid.UUID]:
+    """Users whose subscription has ended and whose grace period (``deprovision_after``) is over."""
+    rows = await session.execute(
+        select(Subscription.user_id).where(
+            Subscription.deprovision_after <= now, Subscription.status.in_(TERMINAL_STATUSES)
+        )
+    )
+    return list(rows.scalars())
+
+
+async def on_first_activation(uow: UnitOfWork, user_id: uuid.UUID) -> None:
+    """The user's subscription grants the service for the first time: record when (``activated_at``) and
+    start provisioning the identity, in this same transaction (so it runs only if the activation commits).
     """
     row = (
         await uow.session.execute(
@@ -538,3 +560,4 @@ async def on_first_activation(uow: UnitOfWork, user_id: uuid.UUID) -> None:
         return
     row.activated_at = _now()
     audit.record(uow.session, "billing.subscription_activated", subject=user_id, plan=row.plan)
+    await provisioning.request_provisioning(uow, user_id)

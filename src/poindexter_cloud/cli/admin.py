@@ -15,7 +15,7 @@ from poindexter_cloud.core.resources import Resources
 
 # Modules with an admin command group: each has cli.py with register(groups) adding its subcommands, whose
 # handler is an async function (args, resources) -> exit code.
-GROUP_MODULES = ("admin", "billing")
+GROUP_MODULES = ("admin", "billing", "provisioning")
 
 
 def register(commands: Subcommands) -> None:

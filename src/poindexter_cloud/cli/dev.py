@@ -20,7 +20,6 @@ from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.runner import Service, run_together
 from poindexter_cloud.core.settings import Role, Settings
 from poindexter_cloud.core.worker import build_worker
-from poindexter_cloud.sandbox.app import create_sandbox_app
 from poindexter_cloud.sandbox.smtp import SmtpSandbox
 
 HOST = "127.0.0.1"
@@ -62,6 +61,13 @@ def handle(args: argparse.Namespace) -> int:
         os.environ.setdefault("SMTP_HOST", HOST)
         os.environ.setdefault("SMTP_PORT", str(args.smtp_port))
         os.environ.setdefault("WEB_BASE_URL", f"http://{HOST}:{args.web_port}")
+        # The sandbox's Workspace serves the domain mailboxes are made in (the sandbox reads these when it is
+        # imported, in run_dev). Signal's codes reach the web role through the sandbox Telnyx's messaging
+        # profile, made on first use with WEB_BASE_URL's webhook: provisioning needs nothing else here.
+        if os.environ.get("GOOGLE_WORKSPACE_DOMAIN"):
+            os.environ.setdefault("SANDBOX_GOOGLE_DOMAIN", os.environ["GOOGLE_WORKSPACE_DOMAIN"])
+        if os.environ.get("GOOGLE_ADMIN_EMAIL"):
+            os.environ.setdefault("SANDBOX_GOOGLE_ADMIN", os.environ["GOOGLE_ADMIN_EMAIL"])
         os.environ.setdefault("PROXY_BASE_URL", f"http://{HOST}:{args.proxy_port}")
         settings = settings_or_exit(Role.ALL)
         migrations.upgrade(settings.database_url)
@@ -72,6 +78,8 @@ def handle(args: argparse.Namespace) -> int:
 
 
 async def run_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from poindexter_cloud.sandbox.app import create_sandbox_app
+
     services = [
         Service("web", create_app(Role.WEB, settings), HOST, args.web_port),
         Service("proxy", create_app(Role.PROXY, settings), HOST, args.proxy_port),

@@ -143,7 +143,57 @@ def _stripe_secret_key(raw: str) -> str:
     return value
 
 
+def _telnyx_api_key(raw: str) -> str:
+    value = _str(raw)
+    if not value.startswith("KEY"):
+        raise SettingError("expected a Telnyx API v2 key (KEY...)")
+    return value
+
+
+def _json_object(raw: str) -> str:
+    """A JSON object, kept as its text (a service-account key file's contents)."""
+    import json
+
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise SettingError("expected a JSON object") from None
+    if not isinstance(data, dict):
+        raise SettingError("expected a JSON object")
+    return raw.strip()
+
+
+def _email(raw: str) -> str:
+    value = _str(raw).lower()
+    local, sep, domain = value.partition("@")
+    if not sep or not local or "." not in domain:
+        raise SettingError("expected an email address")
+    return value
+
+
+def _domain(raw: str) -> str:
+    value = _str(raw).lower()
+    if "." not in value or "@" in value or "/" in value:
+        raise SettingError("expected a domain name such as example.com")
+    return value
+
+
+def _country(raw: str) -> str:
+    value = _str(raw).upper()
+    if len(value) != 2 or not value.isalpha():
+        raise SettingError("expected an ISO 3166 two-letter country code")
+    return value
+
+
+def _area_codes(raw: str) -> tuple[str, ...]:
+    codes = tuple(code.strip() for code in raw.split(",") if code.strip())
+    if not all(code.isdigit() for code in codes):
+        raise SettingError("expected area codes (digits) separated by commas")
+    return codes
+
+
 STRIPE_API_URL = "https://api.stripe.com"
+TELNYX_API_URL = "https://api.telnyx.com/v2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -355,6 +405,88 @@ class Settings:
         help="days after a subscription ends before its identity is deprovisioned",
     )
 
+    google_workspace_domain: str = setting(
+        "GOOGLE_WORKSPACE_DOMAIN",
+        _domain,
+        "dex.sandbox.test",
+        required_by=frozenset({Role.WORKER}),
+        dev_only_default=True,
+        help="the Workspace domain of the subscribers' mailboxes (dex-{id}@domain); default: the sandbox's",
+    )
+    google_admin_email: str | None = setting(
+        "GOOGLE_ADMIN_EMAIL",
+        _email,
+        production_required_by=frozenset({Role.WORKER}),
+        help="the Workspace administrator the service account impersonates (default: admin@domain)",
+    )
+    google_service_account_json: str | None = setting(
+        "GOOGLE_SERVICE_ACCOUNT_JSON",
+        _json_object,
+        secret=True,
+        production_required_by=frozenset({Role.WORKER}),
+        help="the service-account key (JSON) with domain-wide delegation; default: the sandbox's",
+    )
+    google_api_base: str | None = setting(
+        "GOOGLE_API_BASE",
+        _http_url,
+        help="one base URL serving every Google API at its own path; default: Google itself or the sandbox",
+    )
+    telnyx_api_key: str | None = setting(
+        "TELNYX_API_KEY",
+        _telnyx_api_key,
+        "KEYsandbox",
+        secret=True,
+        required_by=frozenset({Role.WORKER}),
+        dev_only_default=True,
+        help="Telnyx API v2 key (KEY...); default: the sandbox's, refused in production",
+    )
+    telnyx_api_base: str | None = setting(
+        "TELNYX_API_BASE",
+        _http_url,
+        help="Telnyx API base URL, ending in /v2; default: Telnyx in production, the sandbox elsewhere",
+    )
+    telnyx_public_key: str | None = setting(
+        "TELNYX_PUBLIC_KEY",
+        _str,
+        production_required_by=frozenset({Role.WEB}),
+        help="the account's webhook public key (base64 Ed25519); default outside production: the sandbox's",
+    )
+    telnyx_messaging_profile_id: str | None = setting(
+        "TELNYX_MESSAGING_PROFILE_ID",
+        _str,
+        help="the messaging profile our numbers join; default: 'Poindexter Cloud', made on first use",
+    )
+    telnyx_number_country: str = setting(
+        "TELNYX_NUMBER_COUNTRY", _country, "US", help="country of the phone numbers bought"
+    )
+    telnyx_number_area_codes: tuple[str, ...] = setting(
+        "TELNYX_NUMBER_AREA_CODES",
+        _area_codes,
+        "",
+        help="area codes tried in order when buying a number (comma-separated); empty: any",
+    )
+    signal_api_url: str | None = setting(
+        "SIGNAL_API_URL",
+        _http_url,
+        production_required_by=frozenset({Role.WORKER}),
+        help="signal-cli-rest-api base URL; default outside production: the sandbox's simulator",
+    )
+    signal_profile_name: str = setting(
+        "SIGNAL_PROFILE_NAME", _str, "Dex", help="the Signal profile name of every subscriber's account"
+    )
+    signal_registration_timeout_seconds: int = setting(
+        "SIGNAL_REGISTRATION_TIMEOUT_SECONDS",
+        _positive_int,
+        "86400",
+        help="how long Signal registration keeps retrying before the identity's Signal is marked failed",
+    )
+    identity_retention_days: int = setting(
+        "IDENTITY_RETENTION_DAYS",
+        _non_negative_int,
+        "30",
+        help="days a deprovisioned mailbox stays suspended before it is deleted (0: at once)",
+    )
+
     @property
     def upstreams_json(self) -> str:
         from poindexter_cloud.proxy.upstreams import sandbox_upstreams
@@ -368,6 +500,37 @@ class Settings:
         if self.stripe_api_base:
             return self.stripe_api_base
         return STRIPE_API_URL if self.is_production else f"{self.sandbox_url}/stripe"
+
+    @property
+    def google_api_base_url(self) -> str | None:
+        """Where the Google SDK sends its API calls: GOOGLE_API_BASE if set, else None (Google's own
+        endpoints) in production and the sandbox's simulator everywhere else."""
+        if self.google_api_base:
+            return self.google_api_base
+        return None if self.is_production else f"{self.sandbox_url}/google"
+
+    @property
+    def google_admin(self) -> str:
+        return self.google_admin_email or f"admin@{self.google_workspace_domain}"
+
+    @property
+    def telnyx_api_base_url(self) -> str:
+        if self.telnyx_api_base:
+            return self.telnyx_api_base
+        return TELNYX_API_URL if self.is_production else f"{self.sandbox_url}/telnyx/v2"
+
+    @property
+    def telnyx_webhook_url(self) -> str:
+        """Where a messaging profile we create sends its webhooks: the web role's receiver."""
+        return f"{self.web_base_url}/webhooks/telnyx"
+
+    @property
+    def signal_api_base_url(self) -> str:
+        if self.signal_api_url:
+            return self.signal_api_url
+        if self.is_production:
+            raise ValueError("SIGNAL_API_URL is not set")
+        return f"{self.sandbox_url}/signal"
 
     @property
     def is_production(self) -> bool:

@@ -9,6 +9,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.provisioning.telnyx_adapter import webhook_public_key
 from poindexter_cloud.webhooks import service
 from poindexter_cloud.webhooks.schemas import Acknowledged
 
@@ -27,4 +28,17 @@ async def stripe_webhook(
     return Acknowledged(received=True, duplicate=received.duplicate)
 
 
-ROUTES = [stripe_webhook]
+@post("/webhooks/telnyx", status_code=HTTP_200_OK, tags=["webhooks"])
+async def telnyx_webhook(
+    request: Request[Any, Any, Any], uow: UnitOfWork, resources: Resources
+) -> Acknowledged:
+    """Telnyx's messaging events (API v2, Ed25519-signed). A forged signature or a timestamp more than five
+    minutes off is refused with 400 and nothing is stored; a redelivered event is acknowledged again without
+    being stored or processed twice."""
+    key = await webhook_public_key(resources.settings)
+    received = await service.receive_telnyx(uow, await request.body(), request.headers, key)
+    await uow.commit()
+    return Acknowledged(received=True, duplicate=received is not None and received.duplicate)
+
+
+ROUTES = [stripe_webhook, telnyx_webhook]

@@ -1,14 +1,15 @@
 """Webhooks' rules: verify a provider's delivery, store each event once by its id, hand it to a job.
 
-The receiving request does only that, so it can acknowledge within Stripe's timeout and never loses an
-event: the row and the job that processes it are written in one transaction, and the 2xx goes out after
+The receiving request does only that, so it can acknowledge within the provider's timeout and never loses
+an event: the row and the job that processes it are written in one transaction, and the 2xx goes out after
 it commits. A redelivery (same event id) finds the row, writes nothing and is acknowledged again. The
-processing job (``billing.jobs.process_stripe_event``) claims the row, acts, and marks it processed in its
-own transaction. Never commits: the caller's unit of work does.
+processing job (``billing.jobs.process_stripe_event``, ``provisioning.jobs.process_telnyx_event``) claims
+the row, acts, and marks it processed in its own transaction. Never commits: the caller's unit of work does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -19,10 +20,18 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.billing.stripe_adapter import verify_webhook
 from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.metrics import WEBHOOK_EVENTS_PROCESSED, WEBHOOK_EVENTS_RECEIVED, cached
+from poindexter_cloud.provisioning.telnyx_adapter import verify_webhook as verify_telnyx_webhook
 from poindexter_cloud.webhooks.models import WebhookEvent
 
 STRIPE: Final = "stripe"
+TELNYX: Final = "telnyx"
 ERROR_TEXT_LIMIT: Final = 2000
+# The Telnyx events we act on: SMS reaching one of our numbers.
+TELNYX_EVENTS: Final = frozenset({"message.received"})
+
+_received = cached(WEBHOOK_EVENTS_RECEIVED)
+_processed = cached(WEBHOOK_EVENTS_PROCESSED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +51,9 @@ async def record_event(
         .on_conflict_do_nothing(index_elements=["provider", "event_id"])
         .returning(WebhookEvent.id)
     )
-    return inserted.scalar_one_or_none() is not None
+    new = inserted.scalar_one_or_none() is not None
+    _received(provider, event_type, "false" if new else "true").inc()
+    return new
 
 
 async def receive_stripe(uow: UnitOfWork, body: bytes, signature: str | None, secret: str) -> Received:
@@ -52,6 +63,21 @@ async def receive_stripe(uow: UnitOfWork, body: bytes, signature: str | None, se
     new = await record_event(uow.session, STRIPE, event.id, event.type, event.payload)
     if new:
         await uow.defer_job("process_stripe_event", event_id=event.id)
+    return Received(event.id, event.type, duplicate=not new)
+
+
+async def receive_telnyx(
+    uow: UnitOfWork, body: bytes, headers: Mapping[str, str], public_key: str
+) -> Received | None:
+    """Verify a Telnyx delivery (``InvalidTelnyxSignature`` if forged or stale: nothing is written). An
+    inbound SMS is stored once by its event id, its processing deferred in the same transaction; other
+    events (delivery reports of messages we send) are acknowledged and dropped (None)."""
+    event = verify_telnyx_webhook(body, headers, public_key)
+    if event.type not in TELNYX_EVENTS:
+        return None
+    new = await record_event(uow.session, TELNYX, event.id, event.type, event.payload)
+    if new:
+        await uow.defer_job("process_telnyx_event", event_id=event.id)
     return Received(event.id, event.type, duplicate=not new)
 
 
@@ -96,17 +122,26 @@ async def claim(session: AsyncSession, provider: str, event_id: str) -> PendingE
     return None if row is None else PendingEvent(provider, event_id, row.type, row.payload)
 
 
-async def mark_processed(session: AsyncSession, provider: str, event_id: str) -> None:
-    await session.execute(
-        update(WebhookEvent)
-        .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
-        .values(processed_at=datetime.now(UTC), last_error=None)
-    )
+async def mark_processed(
+    session: AsyncSession, provider: str, event_id: str, payload: dict[str, Any] | None = None
+) -> None:
+    """Mark the event processed; ``payload`` replaces the stored one (to keep less than was received)."""
+    values: dict[str, Any] = {"processed_at": datetime.now(UTC), "last_error": None}
+    if payload is not None:
+        values["payload"] = payload
+    await _update(session, provider, event_id, "processed", **values)
 
 
 async def record_failure(session: AsyncSession, provider: str, event_id: str, error: str) -> None:
-    await session.execute(
+    await _update(session, provider, event_id, "failed", last_error=error[:ERROR_TEXT_LIMIT])
+
+
+async def _update(session: AsyncSession, provider: str, event_id: str, outcome: str, **values: Any) -> None:
+    updated = await session.execute(
         update(WebhookEvent)
         .where(WebhookEvent.provider == provider, WebhookEvent.event_id == event_id)
-        .values(last_error=error[:ERROR_TEXT_LIMIT])
+        .values(**values)
+        .returning(WebhookEvent.type)
     )
+    for event_type in updated.scalars():
+        _processed(provider, event_type, outcome).inc()

@@ -1,0 +1,276 @@
+"""Identity's rules and queries: finding identities, their status, the messages they receive, their views.
+
+Provisioning writes the progress columns of an identity (``identity.models``) on a row it has locked through
+``get(..., for_update=True)``; everything else about identities goes through the functions here. Never
+commits: the caller's unit of work does.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from poindexter_cloud.identity.models import Identity, IncomingSms, SignalMessage
+from poindexter_cloud.identity.schemas import IdentityView, ProvisioningIssue, StepView
+
+# Statuses in which the identity's resources exist (or are being made) for its subscriber.
+LIVE_STATUSES: Final = frozenset({"provisioning", "active", "suspended"})
+# Signal states in which a registration is under way.
+SIGNAL_IN_PROGRESS: Final = frozenset({"pending", "retrying", "awaiting_code", "captcha_required"})
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def ensure(session: AsyncSession, user_id: uuid.UUID) -> Identity:
+    """The user's identity, created (``provisioning``) if they have none; locked for this transaction."""
+    await session.execute(
+        insert(Identity).values(user_id=user_id).on_conflict_do_nothing(index_elements=["user_id"])
+    )
+    found = await get(session, user_id, for_update=True)
+    assert found is not None
+    return found
+
+
+async def get(session: AsyncSession, user_id: uuid.UUID, *, for_update: bool = False) -> Identity | None:
+    query = select(Identity).where(Identity.user_id == user_id)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def by_phone_number(
+    session: AsyncSession, phone_number: str, *, for_update: bool = False
+) -> Identity | None:
+    query = select(Identity).where(Identity.phone_number == phone_number)
+    if for_update:
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+def set_status(identity: Identity, status: str) -> None:
+    if identity.status != status:
+        identity.status, identity.status_changed_at = status, now()
+
+
+async def user_ids_where(session: AsyncSession, *conditions: Any) -> list[uuid.UUID]:
+    return list((await session.execute(select(Identity.user_id).where(*conditions))).scalars())
+
+
+@dataclass(frozen=True, slots=True)
+class SignalAccount:
+    identity_id: uuid.UUID
+    user_id: uuid.UUID
+    number: str
+
+
+async def signal_accounts(session: AsyncSession) -> list[SignalAccount]:
+    """Every live identity registered on Signal: what the keep-alive receives for."""
+    rows = await session.execute(
+        select(Identity.id, Identity.user_id, Identity.phone_number).where(
+            Identity.signal_state == "registered",
+            Identity.status.in_(LIVE_STATUSES),
+            Identity.phone_number.is_not(None),
+        )
+    )
+    return [SignalAccount(row[0], row[1], row[2] or "") for row in rows]
+
+
+# --- what identities receive -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedSms:
+    telnyx_message_id: str
+    from_number: str
+    to_number: str
+    text: str
+    media_urls: list[str]
+    received_at: datetime | None
+
+
+async def store_incoming_sms(session: AsyncSession, identity: Identity, sms: ReceivedSms) -> bool:
+    """Store an SMS for the identity once (by Telnyx's message id); True if it is new."""
+    inserted = await session.execute(
+        insert(IncomingSms)
+        .values(
+            phone_number=sms.to_number,
+            from_number=sms.from_number,
+            body=sms.text,
+            identity_id=identity.id,
+            telnyx_message_id=sms.telnyx_message_id,
+            media_urls=sms.media_urls or None,
+            received_at=sms.received_at,
+        )
+        .on_conflict_do_nothing(index_elements=["telnyx_message_id"])
+        .returning(IncomingSms.id)
+    )
+    return inserted.scalar_one_or_none() is not None
+
+
+_KINDS: Final = (
+    ("dataMessage", "message"),
+    ("receiptMessage", "receipt"),
+    ("typingMessage", "typing"),
+    ("syncMessage", "sync"),
+    ("callMessage", "call"),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSignalMessage:
+    id: int
+    kind: str
+    source: str
+    signal_timestamp: int
+
+
+def _signal_row(identity_id: uuid.UUID, item: dict[str, Any]) -> dict[str, Any] | None:
+    envelope = item.get("envelope")
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("timestamp"), int):
+        return None
+    kind = next((name for key, name in _KINDS if key in envelope), "other")
+    found = envelope.get("dataMessage")
+    data: dict[str, Any] = found if isinstance(found, dict) else {}
+    group_info = data.get("groupInfo")
+    group: dict[str, Any] = group_info if isinstance(group_info, dict) else {}
+    attachments = data.get("attachments")
+    return {
+        "identity_id": identity_id,
+        "kind": kind,
+        "source": str(
+            envelope.get("sourceNumber") or envelope.get("source") or envelope.get("sourceUuid") or ""
+        ),
+        "source_uuid": envelope.get("sourceUuid"),
+        "source_name": envelope.get("sourceName") or None,
+        "signal_timestamp": envelope["timestamp"],
+        "group_id": group.get("groupId"),
+        "body": data.get("message") if isinstance(data.get("message"), str) else None,
+        "attachments": attachments if isinstance(attachments, list) and attachments else None,
+        "envelope": envelope,
+    }
+
+
+async def store_signal_envelopes(
+    session: AsyncSession, identity_id: uuid.UUID, items: Sequence[dict[str, Any]]
+) -> list[StoredSignalMessage]:
+    """Store what signal-cli handed out for the identity (each envelope once); the new rows, in order."""
+    rows = [row for row in (_signal_row(identity_id, item) for item in items) if row is not None]
+    if not rows:
+        return []
+    inserted = await session.execute(
+        insert(SignalMessage)
+        .values(rows)
+        .on_conflict_do_nothing(index_elements=["identity_id", "kind", "source", "signal_timestamp"])
+        .returning(SignalMessage.id, SignalMessage.kind, SignalMessage.source, SignalMessage.signal_timestamp)
+    )
+    return sorted((StoredSignalMessage(*row) for row in inserted), key=lambda stored: stored.id)
+
+
+async def erase_personal_data(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Delete what the identity received and forget its address (account erasure). Idempotent."""
+    identity = await get(session, user_id, for_update=True)
+    if identity is None:
+        return
+    await session.execute(delete(IncomingSms).where(IncomingSms.identity_id == identity.id))
+    await session.execute(delete(SignalMessage).where(SignalMessage.identity_id == identity.id))
+    await session.execute(
+        update(Identity)
+        .where(Identity.id == identity.id)
+        .values(workspace_email=None, signal_profile_name=None, last_error=None, signal_error=None)
+    )
+
+
+# --- views -----------------------------------------------------------------------------------------------
+
+
+def steps(identity: Identity) -> list[StepView]:
+    removing = identity.status in ("deprovisioning", "deleted")
+
+    def state(done: bool) -> str:
+        if removing:
+            return "pending" if done else "removed"
+        return "done" if done else "pending"
+
+    if identity.workspace_user_id is None:
+        mailbox = state(False)
+    elif removing and identity.workspace_suspended:
+        mailbox = "suspended"  # waiting out its retention before deletion
+    else:
+        mailbox = state(True)
+    return [
+        StepView("mailbox", mailbox),
+        StepView("number", state(identity.phone_telnyx_id is not None)),
+        StepView("messaging", state(identity.phone_attached)),
+        StepView("signal", identity.signal_state),
+    ]
+
+
+def view(identity: Identity) -> IdentityView:
+    parts = steps(identity)
+    return IdentityView(
+        user_id=identity.user_id,
+        status=identity.status,
+        email=identity.workspace_email if identity.workspace_user_id else None,
+        phone_number=identity.phone_number,
+        signal=identity.signal_state,
+        steps=parts,
+        pending=[step.name for step in parts if step.state not in ("done", "registered", "removed")],
+        failure_step=identity.failure_step,
+        failure_reason=identity.failure_reason,
+        last_error=identity.last_error,
+        signal_error=identity.signal_error,
+        provisioned_at=identity.provisioned_at,
+        status_changed_at=identity.status_changed_at,
+        updated_at=identity.updated_at,
+    )
+
+
+async def issues(session: AsyncSession, stuck_after: timedelta) -> list[ProvisioningIssue]:
+    """Identities an operator should look at: failed, stuck (provisioning, or removing without a mailbox
+    retention to wait for, for longer than ``stuck_after``), or whose Signal needs a captcha or failed."""
+    cutoff = now() - stuck_after
+    stuck = (Identity.status.in_(("provisioning", "deprovisioning"))) & (Identity.status_changed_at < cutoff)
+    waiting_retention = (Identity.status == "deprovisioning") & (Identity.workspace_delete_after > now())
+    signal_stuck = Identity.signal_state.in_(("pending", "retrying", "awaiting_code")) & (
+        Identity.signal_started_at < cutoff
+    )
+    rows = (
+        (
+            await session.execute(
+                select(Identity)
+                .where(
+                    or_(
+                        Identity.status == "failed",
+                        stuck & ~waiting_retention,
+                        Identity.signal_state.in_(("captcha_required", "failed")),
+                        signal_stuck & Identity.status.in_(LIVE_STATUSES),
+                    )
+                )
+                .order_by(Identity.updated_at)
+                .limit(500)
+            )
+        )
+        .scalars()
+        .all()
+    )
+    found = []
+    for identity in rows:
+        if identity.status == "failed":
+            problem = "failed"
+        elif identity.signal_state == "captcha_required":
+            problem = "signal_captcha"
+        elif identity.signal_state == "failed" and identity.status in LIVE_STATUSES:
+            problem = "signal_failed"
+        else:
+            problem = "stuck"
+        found.append(ProvisioningIssue(problem, view(identity)))
+    return found
