@@ -73,7 +73,8 @@ async def process_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
             applied = await service.apply_stripe_event(
                 uow, Accounts(resources.settings), stripe, resources.settings, claimed.type, claimed.payload
             )
-            await webhooks.mark_processed(uow.session, provider, event_id)
+            summary = service.stripe_event_summary(claimed.payload)
+            await webhooks.mark_processed(uow.session, provider, event_id, summary)
             user_id = applied.user_id
             if applied.changed and user_id is not None:
                 uow.after_commit(lambda: verifier.announce_user_changed(user_id))  # proxies re-read the plan

@@ -7,7 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -327,6 +327,36 @@ def stripe_event_reference(event_type: str, payload: dict[str, Any]) -> EventRef
     return EventReference(
         subscription, _obj_id(obj.get("customer")), tuple(h for h in hints if isinstance(h, str) and h)
     )
+
+
+# What a processed Stripe event keeps of its object: the references we act on and the state, none of the
+# customer's personal data (Checkout's customer_details, invoices' customer_email, names, addresses, lines).
+KEPT_OBJECT_FIELDS: Final[tuple[str, ...]] = (
+    "id",
+    "object",
+    "status",
+    "mode",
+    "customer",
+    "subscription",
+    "client_reference_id",
+)
+KEPT_EVENT_FIELDS: Final[tuple[str, ...]] = ("id", "object", "type", "created", "api_version")
+
+
+def stripe_event_summary(payload: dict[str, Any]) -> dict[str, Any]:
+    """The stored event once processed: enough to see what it was about, without personal data."""
+    obj = _dig(payload, "data", "object")
+    kept: dict[str, Any] = {}
+    if isinstance(obj, dict):
+        kept = {name: obj[name] for name in KEPT_OBJECT_FIELDS if name in obj}
+        user_id = _dig(obj, "metadata", "user_id")
+        if user_id is not None:
+            kept["metadata"] = {"user_id": user_id}
+        details = _dig(obj, "parent", "subscription_details") or obj.get("subscription_details")
+        if isinstance(details, dict) and "subscription" in details:
+            kept["parent"] = {"subscription_details": {"subscription": details["subscription"]}}
+    top: dict[str, Any] = {name: payload[name] for name in KEPT_EVENT_FIELDS if name in payload}
+    return {**top, "data": {"object": kept}}
 
 
 @dataclass(frozen=True, slots=True)
