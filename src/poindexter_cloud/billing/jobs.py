@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
+from datetime import UTC, date, datetime
 from typing import Any
 
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
@@ -49,6 +50,21 @@ def usage_drainer(resources: Resources) -> UsageDrainer:
         f"{socket.gethostname()}-{os.getpid()}",
         stream=stream_for(resources.settings.queue_name),
     )
+
+
+@cron("23 3 * * *", timeout_seconds=600)
+async def drop_old_usage_events(ctx: dict[str, Any]) -> list[str]:
+    """Drop the usage_events partitions older than USAGE_EVENTS_RETENTION_MONTHS whole months (their totals
+    stay in usage_monthly, what was billed in meter_event_records)."""
+    resources: Resources = ctx["resources"]
+    this_month = datetime.now(UTC).date().replace(day=1)
+    months = resources.settings.usage_events_retention_months
+    index = this_month.year * 12 + this_month.month - 1 - months
+    cutoff = date(index // 12, index % 12 + 1, 1)
+    async with resources.unit_of_work() as uow:
+        dropped = await service.drop_usage_partitions_before(uow.session, cutoff)
+        await uow.commit()
+    return dropped
 
 
 @job(timeout_seconds=120)

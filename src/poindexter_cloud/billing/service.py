@@ -6,7 +6,7 @@ import hashlib
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
 from sqlalchemy import func, select, text
@@ -40,6 +40,29 @@ async def ensure_usage_partitions(session: AsyncSession, months_ahead: int) -> i
         text("SELECT ensure_usage_events_partitions(:ahead)"), {"ahead": months_ahead}
     )
     return int(result.scalar_one())
+
+
+async def drop_usage_partitions_before(session: AsyncSession, cutoff: date) -> list[str]:
+    """Drop the monthly usage_events partitions wholly before ``cutoff`` (a month's first day), and delete
+    the default partition's rows before it; returns the dropped partitions' names. Monthly totals
+    (usage_monthly) and what was billed (meter_event_records) are kept."""
+    rows = await session.execute(
+        text(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "WHERE i.inhparent = 'usage_events'::regclass AND c.relname ~ '^usage_events_[0-9]{4}_[0-9]{2}$'"
+        )
+    )
+    dropped = []
+    for name in sorted(rows.scalars()):
+        year, month = int(name[13:17]), int(name[18:20])
+        if (year, month) < (cutoff.year, cutoff.month):
+            await session.execute(text(f'DROP TABLE "{name}"'))
+            dropped.append(name)
+    await session.execute(
+        text("DELETE FROM usage_events_default WHERE created_at < :cutoff"),
+        {"cutoff": datetime(cutoff.year, cutoff.month, 1, tzinfo=UTC)},
+    )
+    return dropped
 
 
 # Stripe subscription statuses that grant the service, and those that mean "paid before, failing now".

@@ -280,6 +280,18 @@ class Settings:
     usage_partitions_ahead: int = setting(
         "USAGE_PARTITIONS_AHEAD", _positive_int, "3", help="monthly usage_events partitions kept ahead"
     )
+    usage_events_retention_months: int = setting(
+        "USAGE_EVENTS_RETENTION_MONTHS",
+        _positive_int,
+        "25",
+        help="whole months of raw usage events kept (older partitions are dropped; monthly totals stay)",
+    )
+    message_retention_days: int = setting(
+        "MESSAGE_RETENTION_DAYS",
+        _positive_int,
+        "90",
+        help="days inbound SMS and received Signal messages are kept for Dex to read",
+    )
     web_base_url: str = setting(
         "WEB_BASE_URL", _http_url, "http://127.0.0.1:8000", help="public URL of the web role"
     )

@@ -274,3 +274,13 @@ async def issues(session: AsyncSession, stuck_after: timedelta) -> list[Provisio
             problem = "stuck"
         found.append(ProvisioningIssue(problem, view(identity)))
     return found
+
+
+async def drop_messages_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete inbound SMS and received Signal messages stored before ``cutoff`` (the retention period);
+    how many. Never commits."""
+    deleted = 0
+    for table, stored in ((IncomingSms, IncomingSms.created_at), (SignalMessage, SignalMessage.received_at)):
+        result = await session.execute(delete(table).where(stored < cutoff))
+        deleted += int(getattr(result, "rowcount", 0) or 0)
+    return deleted
