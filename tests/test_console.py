@@ -6,6 +6,7 @@ Screenshots of every page go to $CONSOLE_SCREENSHOTS, or to a folder of this tes
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+import telnyx
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
 
 from conftest import LateApp, RunningServer, eventually
@@ -28,8 +30,10 @@ from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Role, Settings
+from poindexter_cloud.identity import service as identities
 from test_accounts import PASSWORD, link_in_mail, new_email
 from test_billing import FAILING_CARD, GOOD_CARD
+from test_provisioning import TELNYX_KEY, point_profile_at
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -58,6 +62,7 @@ class Console:
     settings: Settings  # the web role's: its own URL, the proxy's, and the Stripe endpoint's secret
     resources: Resources  # the web role's
     proxy_url: str
+    sandbox: httpx.AsyncClient  # the simulators' controls
 
 
 @pytest.fixture(scope="module")
@@ -69,13 +74,16 @@ async def console(
     worker: Any,
 ) -> AsyncIterator[Console]:
     """A web role whose public URL is its own (Checkout comes back to it), receiving the sandbox's Stripe
-    webhooks, with the catalog synced; the session's worker applies the webhooks. (The shared ``billing``
-    fixture's web role keeps the default public URL, which a browser coming back from Checkout would miss.)"""
+    webhooks, with the catalog synced, and the sandbox Telnyx's inbound SMS (Signal's codes among them); the
+    session's worker applies the webhooks and provisions identities. (The shared ``billing`` fixture's web
+    role keeps the default public URL, which a browser coming back from Checkout would miss.)"""
     await catalog.sync_catalog(stripe)
     async with httpx.AsyncClient(base_url=sandbox_server.url) as control:
         assert (await control.post("/stripe/_control/webhooks", json={"mode": "normal"})).status_code == 200
     late = LateApp()
     server = RunningServer(late)
+    async with telnyx.AsyncTelnyx(api_key=TELNYX_KEY, base_url=f"{sandbox_server.url}/telnyx/v2") as client:
+        await point_profile_at(client, f"{server.url}/webhooks/telnyx")
     endpoint = await stripe.sdk.v1.webhook_endpoints.create_async(
         {"url": f"{server.url}/webhooks/stripe", "enabled_events": ["*"]}
     )
@@ -89,8 +97,8 @@ async def console(
     web_resources = await Resources.open(web_settings)
     late.app = create_app(Role.WEB, web_settings, web_resources)
     try:
-        async with server:
-            yield Console(server.url, web_settings, web_resources, proxy_server.url)
+        async with server, httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+            yield Console(server.url, web_settings, web_resources, proxy_server.url, sandbox)
     finally:
         await stripe.sdk.v1.webhook_endpoints.delete_async(endpoint.id)
         await web_resources.close()
@@ -202,6 +210,58 @@ async def create_key(page: Page, name: str) -> str:
     return secret
 
 
+@contextlib.asynccontextmanager
+async def signal_codes_held(console: Console) -> AsyncIterator[None]:
+    """The sandbox Telnyx keeps its webhooks, Signal's verification SMS among them, until the block ends."""
+    assert (await console.sandbox.post("/telnyx/_control/webhooks", json={"mode": "hold"})).status_code == 200
+    try:
+        yield
+    finally:
+        await console.sandbox.post("/telnyx/_control/webhooks", json={"mode": "normal"})
+        await console.sandbox.post("/telnyx/_control/webhooks/flush")
+
+
+@contextlib.asynccontextmanager
+async def number_orders_failing(console: Console) -> AsyncIterator[None]:
+    """The sandbox Telnyx's number orders end in ``failure`` until the block ends."""
+    failing = await console.sandbox.post("/telnyx/_control/number_orders", json={"outcome": "failure"})
+    assert failing.status_code == 200
+    try:
+        yield
+    finally:
+        await console.sandbox.post("/telnyx/_control/number_orders", json={"outcome": "success"})
+
+
+async def mark_document(page: Page) -> None:
+    await page.evaluate("() => { window.sameDocument = true; }")
+
+
+async def same_document(page: Page) -> bool:
+    """The page was not reloaded nor left since ``mark_document``."""
+    return bool(await page.evaluate("() => window.sameDocument === true"))
+
+
+def part(page: Page, name: str) -> Any:
+    """A part of the identity (mailbox, number, messaging, signal) as the identity pages show it."""
+    return page.locator(f"[data-part={name}]")
+
+
+async def cookie_value(context: BrowserContext, name: str) -> str | None:
+    return next((c["value"] for c in await context.cookies() if c["name"] == name), None)
+
+
+async def operator_visit(browser: Browser, console: Console, folder: Path) -> Visit:
+    """A new operator, logged in in a browser profile of their own (the caller closes its context)."""
+    operator = new_email().lower()
+    async with console.resources.unit_of_work() as uow:
+        await Accounts(console.settings).make_admin(uow, operator, PASSWORD, Client("127.0.0.1", "test"))
+        await uow.commit()
+    admin = await open_visit(browser, console, folder)
+    await log_in(admin.page, operator)
+    await expect(admin.page).to_have_url(re.compile(r"/console$"))
+    return admin
+
+
 async def ask_claude(console: Console, key: str) -> anthropic.types.Message:
     """What a Dex does with its key: the official SDK, pointed at our proxy."""
     client = anthropic.AsyncAnthropic(base_url=console.proxy_url, api_key=key, max_retries=0)
@@ -231,13 +291,36 @@ async def test_a_new_visitor_subscribes_makes_a_key_and_sees_its_usage(
     await expect(plans.filter(has_text="Pro")).to_contain_text("30M tokens")
     await phone.shot("plans")
 
-    await pay(phone, "Pro", GOOD_CARD)
-    await page.wait_for_url("**/console/billing?checkout=success*")
-    # The webhook reaches the worker in its own time; the page turns to the active plan by itself.
-    await expect(page.locator(".status")).to_have_text("Active", timeout=20_000)
-    await expect(page.locator(".facts")).to_contain_text("Pro")
-    await expect(page.locator(".facts")).to_contain_text("Next invoice")
-    await phone.shot("billing")
+    async with signal_codes_held(console):  # Signal's code SMS waits: provisioning is seen under way
+        await pay(phone, "Pro", GOOD_CARD)
+        await page.wait_for_url("**/console/billing?checkout=success*")
+        # The webhook reaches the worker in its own time; the page turns to the active plan by itself.
+        await expect(page.locator(".status")).to_have_text("Active", timeout=20_000)
+        await expect(page.locator(".facts")).to_contain_text("Pro")
+        await expect(page.locator(".facts")).to_contain_text("Next invoice")
+        await phone.shot("billing")
+
+        await page.get_by_role("link", name="Overview").click()
+        await page.get_by_role("link", name="See its progress").click()
+        await expect(page).to_have_url(re.compile(r"/console/identity$"))
+        await mark_document(page)
+        headline = page.locator(".identity .headline .status")
+        await expect(headline).to_have_text("Provisioning")
+        await expect(part(page, "signal")).to_contain_text("Waiting for Signal's code by SMS", timeout=15_000)
+        await expect(part(page, "mailbox")).to_contain_text("Created")
+        await expect(part(page, "number")).to_contain_text("Bought")
+        await expect(page.locator(".identity")).to_contain_text("Still to do: Signal.")
+        await phone.shot("identity-provisioning")
+    await expect(headline).to_have_text("Active", timeout=15_000)  # the code arrived: Signal is registered
+    await expect(part(page, "signal")).to_have_text(re.compile(r"Signal\s+Registered"))
+    await expect(page.locator(".identity")).not_to_contain_text("Still to do")
+    assert await same_document(page)
+    async with console.resources.db.sessions() as session:
+        identity = await identities.get(session, await user_id_of(console, email))
+    assert identity is not None and identity.workspace_email and identity.phone_number
+    await expect(page.locator("#identity-mailbox")).to_have_text(identity.workspace_email)
+    await expect(page.locator("#identity-number")).to_have_text(identity.phone_number)
+    await phone.shot("identity")
 
     secret = await create_key(page, "dex at home")
     await page.get_by_role("button", name="Copy").click()
@@ -287,7 +370,7 @@ async def test_a_new_visitor_subscribes_makes_a_key_and_sees_its_usage(
     await phone.shot("connect")
 
     await page.goto("/console")
-    await expect(page.locator(".steps .done")).to_have_count(3)
+    await expect(page.locator(".steps .done")).to_have_count(4)
     await phone.shot("overview")
 
     await page.goto("/console/billing")
@@ -309,7 +392,6 @@ async def test_a_new_visitor_subscribes_makes_a_key_and_sees_its_usage(
     await expect(page).to_have_url(re.compile(r"/login\?notice=signed_out$"))
     await page.goto("/console/keys")
     await expect(page).to_have_url(re.compile(r"/login\?next="))
-    assert email
 
 
 async def test_a_declined_card_says_so_and_grants_nothing(visit: Visit, console: Console) -> None:
@@ -423,7 +505,7 @@ async def test_the_session_is_the_apis_refreshed_once_and_ended_by_reuse_or_logo
     page, context = visit.page, visit.context
 
     async def cookie(name: str) -> str | None:
-        return next((c["value"] for c in await context.cookies() if c["name"] == name), None)
+        return await cookie_value(context, name)
 
     async def put_back(name: str, value: str) -> None:
         await context.add_cookies([{"name": name, "value": value, "url": console.url}])
@@ -454,6 +536,24 @@ async def test_the_session_is_the_apis_refreshed_once_and_ended_by_reuse_or_logo
     await put_back("pdx_access", access)  # logout ends the session at once, not when the token expires
     await page.goto("/console/keys")
     await expect(page).to_have_url(re.compile(r"/login\?next="))
+
+
+async def test_a_page_that_polls_keeps_the_session_it_renews(visit: Visit, console: Console) -> None:
+    page, context = visit.page, visit.context
+    await sign_up(page)
+    await page.goto("/console/billing?checkout=success")  # no plan yet: it polls for Stripe's confirmation
+    first_refresh = await cookie_value(context, "pdx_refresh")
+    await context.clear_cookies(name="pdx_access")  # the access token's time is up between two polls
+
+    async def renewed() -> bool:  # by a poll's answer, or the next poll would present a used refresh token
+        return await cookie_value(context, "pdx_refresh") not in (None, first_refresh)
+
+    await eventually(renewed, within=5, interval=0.1)
+    async with page.expect_response(lambda r: r.url.endswith("/console/billing/status")) as polled:
+        pass
+    assert (await polled.value).status == 200
+    await page.goto("/console/keys")
+    await expect(page).to_have_url(re.compile(r"/console/keys$"))
 
 
 # --- security ---------------------------------------------------------------------------------------------
@@ -517,20 +617,23 @@ async def test_admin_pages_are_for_operators_only(
     page = visit.page
     member = await sign_up(page)
     member_id = await user_id_of(console, member)
-    for path in ("/console/admin/users", f"/console/admin/users/{member_id}", "/console/admin/audit"):
-        response = await page.goto(path)
+    admin_pages = ("users", f"users/{member_id}", "audit", "provisioning")
+    for path in admin_pages:
+        response = await page.goto(f"/console/admin/{path}")
         assert response is not None and response.status == 403
         await expect(page.locator("main")).to_contain_text("These pages are for operators only.")
     await visit.shot("admin-forbidden")
+    await page.goto("/console/keys")
+    token = await page.locator("input[name=_csrf_token]").first.get_attribute("value")
+    assert token
+    retry = await page.request.post(
+        f"/console/admin/provisioning/{member_id}/retry", form={"_csrf_token": token}, max_redirects=0
+    )
+    assert retry.status == 403
     await expect(page.get_by_role("link", name="Admin")).to_have_count(0)
 
-    operator = new_email().lower()
-    async with console.resources.unit_of_work() as uow:
-        await Accounts(console.settings).make_admin(uow, operator, PASSWORD, Client("127.0.0.1", "test"))
-        await uow.commit()
-    admin = await open_visit(browser, console, screenshots)
+    admin = await operator_visit(browser, console, screenshots)
     try:
-        await log_in(admin.page, operator)
         await admin.page.get_by_role("link", name="Admin").click()
         await admin.page.get_by_label("Search email or name").fill(member.split("@")[0])
         await admin.page.get_by_role("button", name="Search").click()
@@ -546,3 +649,57 @@ async def test_admin_pages_are_for_operators_only(
         assert admin.problems == []
     finally:
         await admin.context.close()
+
+
+async def test_an_operator_retries_a_failed_provisioning_from_the_console_and_it_ends_active(
+    visit: Visit, browser: Browser, console: Console, screenshots: Path
+) -> None:
+    page = visit.page
+    member = await sign_up(page)
+    member_id = await user_id_of(console, member)
+    await page.goto("/console/identity")
+    await expect(page.locator(".identity .headline .status")).to_have_text("Not started")
+    await expect(page.get_by_role("link", name="Choose a plan")).to_be_visible()
+    await visit.shot("identity-no-plan")
+
+    async with number_orders_failing(console):
+        async with console.resources.unit_of_work() as uow:  # as an operator grants a plan from the CLI
+            await billing.grant_complimentary(uow, member_id, "basic")
+            await uow.commit()
+        await page.reload()
+        await expect(page.locator(".identity .headline .status")).to_have_text("Failed", timeout=15_000)
+    await expect(page.locator(".identity .next")).to_contain_text("Our team has been alerted and will retry")
+    await expect(part(page, "number")).to_contain_text("Failed")
+    await expect(part(page, "mailbox")).to_contain_text("Created")
+    await visit.shot("identity-failed")
+
+    admin = await operator_visit(browser, console, screenshots)
+    try:
+        operator_id = await user_id_of(console, await admin.page.locator(".who").inner_text())
+        await admin.page.get_by_role("link", name="Admin").click()
+        await admin.page.get_by_role("link", name="Provisioning").click()
+        row = admin.page.locator(f"tr[data-user='{member_id}']")
+        await expect(row).to_contain_text(member)
+        await expect(row).to_contain_text("Failed at await_number")
+        await admin.shot("admin-provisioning")
+        await row.get_by_role("button", name="Retry").click()
+        await expect(admin.page.get_by_role("status")).to_contain_text("Provisioning starts again")
+        await expect(row).to_have_count(0)  # under way again: nothing to look at
+
+        await admin.page.goto(f"/console/admin/users/{member_id}")
+
+        async def active() -> bool:
+            await admin.page.reload()
+            return await admin.page.locator(".headline .status").first.inner_text() == "Active"
+
+        await eventually(active, within=20, interval=0.5)
+        await expect(part(admin.page, "signal")).to_contain_text("Registered")
+        retried = admin.page.locator("tbody tr", has_text="identity.provisioning_requested")
+        await expect(retried).to_have_count(2)  # the plan's grant, then the operator's retry
+        await expect(retried.filter(has=admin.page.locator(f"a[href$='{operator_id}']"))).to_have_count(1)
+        await admin.shot("admin-user-identity")
+        assert admin.problems == []
+    finally:
+        await admin.context.close()
+    await page.reload()
+    await expect(page.locator(".identity .headline .status")).to_have_text("Active")

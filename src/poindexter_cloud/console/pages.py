@@ -39,6 +39,7 @@ NOTICES = {
     "key_revoked": "The key was revoked. Requests with it are refused from now on.",
     "already_subscribed": "You already have a subscription: change or cancel it from here.",
     "no_billing_account": "Choose a plan first: your billing account is created at checkout.",
+    "provisioning_retried": "Provisioning starts again: the worker takes it from where it stopped.",
 }
 
 
@@ -135,6 +136,15 @@ class Page:
             cookies=self.cookies,
             headers=NO_STORE,
         )
+
+    def fragment(self, template: str, **context: Any) -> str:
+        """A part of a page rendered alone, for a page's script to show in place."""
+        return render(self.request, template, self.visitor, settings=self.settings, **context)
+
+    def json(self, data: dict[str, Any]) -> Response[dict[str, Any]]:
+        """What a page's script polls. It carries the page's cookies too: a session renewed on this request
+        must reach the browser, or its next request presents the used refresh token and ends the session."""
+        return Response(data, cookies=self.cookies, headers=NO_STORE)
 
     def failed(self, template: str, error: AppError, **context: Any) -> Response[str]:
         """The form again, with the service's message and status (and its headers, e.g. Retry-After)."""

@@ -5,7 +5,7 @@ the same services as the JSON API, commit once, then render or redirect."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, Router, get, post
@@ -28,6 +28,13 @@ from poindexter_cloud.console import charts
 from poindexter_cloud.console.auth import Visitor, identify
 from poindexter_cloud.console.connect import check_connection
 from poindexter_cloud.console.errors import NotSignedIn
+from poindexter_cloud.console.identity import (
+    PROBLEMS,
+    current_progress,
+    identity_view,
+    operator_action,
+    progress_of,
+)
 from poindexter_cloud.console.pages import EXCEPTION_HANDLERS, STATIC, Page, error_response, safe_next
 from poindexter_cloud.console.schemas import (
     CheckForm,
@@ -37,15 +44,19 @@ from poindexter_cloud.console.schemas import (
     LoginForm,
     PlanForm,
     ResetForm,
+    RetryForm,
     SignupForm,
 )
 from poindexter_cloud.console.security import ConsoleMiddleware
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.errors import AppError
 from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.identity import service as identities
+from poindexter_cloud.provisioning import service as provisioning
 
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 ADMIN_PAGE_SIZE = 50
+STUCK_AFTER = timedelta(minutes=15)  # the admin API's default for "no progress"
 
 
 async def provide_page(
@@ -202,10 +213,12 @@ class OverviewPages(Controller):
 
     @get("/")
     async def overview(self, page: Page, visitor: Visitor, uow: UnitOfWork) -> Response[Any]:
+        subscription = await billing.subscription_state(uow.session, visitor.user.id)
         return page.render(
             "console/home.html",
             section="home",
-            subscription=await billing.subscription_state(uow.session, visitor.user.id),
+            subscription=subscription,
+            identity=progress_of(await identity_view(uow.session, visitor.user.id), subscription),
             keys=await api_keys.list_keys(uow.session, visitor.user.id),
         )
 
@@ -265,10 +278,10 @@ class BillingPages(Controller):
         )
 
     @get("/status")
-    async def status(self, visitor: Visitor, uow: UnitOfWork) -> dict[str, str | None]:
+    async def status(self, page: Page, visitor: Visitor, uow: UnitOfWork) -> Response[Any]:
         """What the billing page polls while Stripe's confirmation is on its way."""
         subscription = await billing.subscription_state(uow.session, visitor.user.id)
-        return {"status": subscription.status, "plan": subscription.plan}
+        return page.json({"status": subscription.status, "plan": subscription.plan})
 
     @post("/portal")
     async def portal(
@@ -286,6 +299,26 @@ class BillingPages(Controller):
         except NoBillingAccount:
             return page.redirect("/console/plans?notice=no_billing_account")
         return page.redirect(url)
+
+
+class IdentityPages(Controller):
+    """The Dex's mailbox, number and Signal account, and their provisioning as it happens."""
+
+    path = "/console/identity"
+    dependencies = SIGNED_IN
+
+    @get("/")
+    async def identity(self, page: Page, visitor: Visitor, uow: UnitOfWork) -> Response[Any]:
+        shown = await current_progress(uow.session, visitor.user.id)
+        return page.render("console/identity.html", section="identity", progress=shown)
+
+    @get("/progress")
+    async def progress_part(self, page: Page, visitor: Visitor, uow: UnitOfWork) -> Response[Any]:
+        """What the identity page polls: its progress part, rendered, and how soon to ask again (none once
+        nothing changes by itself)."""
+        shown = await current_progress(uow.session, visitor.user.id)
+        html = page.fragment("console/identity_progress.html", progress=shown)
+        return page.json({"html": html, "poll_seconds": shown.poll_seconds})
 
 
 class KeyPages(Controller):
@@ -441,17 +474,64 @@ class AdminPages(Controller):
         now = datetime.now(UTC)
         usage = await reports.subscriber_usage(uow.session, user_id, now)
         events, _ = await accounts.security_events(uow.session, subject=user_id, limit=20, offset=0)
+        subscription = await billing.subscription_state(uow.session, user_id)
+        view = await identity_view(uow.session, user_id)
         return page.render(
             "admin/user.html",
             section="admin",
             user=user,
-            subscription=await billing.subscription_state(uow.session, user_id),
+            subscription=subscription,
+            progress=progress_of(view, subscription),
+            action=view and operator_action(view),
             usage=usage,
             plan=PLANS.get(usage.plan or ""),
             **charts.usage_chart(usage, now),
             keys=await api_keys.list_keys(uow.session, user_id),
             events=events,
         )
+
+    @get("/provisioning")
+    async def provisioning_issues(
+        self, page: Page, admin: Visitor, uow: UnitOfWork, accounts: Accounts
+    ) -> Response[Any]:
+        """What ``GET /v1/admin/provisioning`` lists: failed, stuck or captcha-waiting identities."""
+        rows = [  # a few as a rule; each user is one primary-key lookup
+            (
+                await accounts.get_user(uow.session, issue.identity.user_id),
+                PROBLEMS.get(issue.problem, issue.problem),
+                issue.identity,
+                operator_action(issue.identity),
+            )
+            for issue in await identities.issues(uow.session, STUCK_AFTER)
+        ]
+        return page.render(
+            "admin/provisioning.html",
+            section="admin",
+            rows=rows,
+            stuck_minutes=int(STUCK_AFTER.total_seconds() // 60),
+        )
+
+    @post("/provisioning/{user_id:uuid}/retry")
+    async def retry_provisioning(
+        self,
+        user_id: uuid.UUID,
+        data: Annotated[RetryForm, FORM],
+        page: Page,
+        admin: Visitor,
+        uow: UnitOfWork,
+        accounts: Accounts,
+    ) -> Response[Any]:
+        """``POST /v1/admin/provision/{user_id}`` from a page: provisioning again (a failed or stuck identity,
+        or a failed Signal registration), audited with the operator as its actor; the worker does the work."""
+        await accounts.get_user(uow.session, user_id)
+        await provisioning.provision_by_operator(uow, user_id, admin.user.id)
+        await uow.commit()
+        back = (
+            "/console/admin/provisioning"
+            if data.return_to == "provisioning"
+            else f"/console/admin/users/{user_id}"
+        )
+        return page.redirect(f"{back}?notice=provisioning_retried")
 
     @get("/audit")
     async def audit(
@@ -483,6 +563,7 @@ console = Router(
         OverviewPages,
         PlanPages,
         BillingPages,
+        IdentityPages,
         KeyPages,
         UsagePages,
         ConnectPages,

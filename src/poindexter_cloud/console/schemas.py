@@ -51,3 +51,7 @@ class KeyForm(msgspec.Struct):
 
 class CheckForm(msgspec.Struct):
     key_id: uuid.UUID
+
+
+class RetryForm(msgspec.Struct):
+    return_to: Literal["provisioning", "user"] = "provisioning"  # the page the operator retried from

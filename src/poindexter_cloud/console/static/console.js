@@ -1,5 +1,6 @@
-// The console's only script: copy buttons, confirmations before destructive forms, and the billing page
-// waiting for Stripe's confirmation. Loaded from our origin (the CSP allows no inline script).
+// The console's only script: copy buttons, confirmations before destructive forms, the billing page waiting
+// for Stripe's confirmation, and parts of pages kept live (the identity's provisioning). Loaded from our
+// origin (the CSP allows no inline script).
 "use strict";
 
 async function copyText(text) {
@@ -17,20 +18,22 @@ async function copyText(text) {
   area.remove();
 }
 
+// <button data-copy=ID>: copies the text of element ID. Listened for on the document, so buttons in a part
+// of the page replaced later work too.
 function setUpCopyButtons() {
-  for (const button of document.querySelectorAll("button[data-copy]")) {
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("button[data-copy]");
+    if (!button || button.dataset.copied) return;
     const label = button.textContent;
-    button.addEventListener("click", async () => {
-      const source = document.getElementById(button.dataset.copy);
-      try {
-        await copyText(source.textContent.trim());
-        button.textContent = "Copied";
-      } catch (error) {
-        button.textContent = "Select and copy it";
-      }
-      setTimeout(() => { button.textContent = label; }, 2500);
-    });
-  }
+    button.dataset.copied = "yes";
+    try {
+      await copyText(document.getElementById(button.dataset.copy).textContent.trim());
+      button.textContent = "Copied";
+    } catch (error) {
+      button.textContent = "Select and copy it";
+    }
+    setTimeout(() => { button.textContent = label; delete button.dataset.copied; }, 2500);
+  });
 }
 
 function setUpConfirmations() {
@@ -71,10 +74,41 @@ function waitForStatus(element) {
   setTimeout(tick, 1000);
 }
 
+// <element data-live=URL data-every=SECONDS>: ask URL again after SECONDS for the element's current contents,
+// {"html": ..., "poll_seconds": ...}, show them if they changed, and go on at the pace the answer asks for,
+// until it asks for none (nothing changes by itself any more). Failures (offline, signed out) slow it down.
+function keepLive(element) {
+  let shown = null;
+  const tick = async (seconds) => {
+    try {
+      const response = await fetch(element.dataset.live, {
+        headers: { accept: "application/json" },
+        credentials: "same-origin",
+        redirect: "error",
+      });
+      if (!response.ok) throw new Error(`status ${response.status}`);
+      const update = await response.json();
+      if (update.html !== shown) {
+        element.innerHTML = update.html;
+        shown = update.html;
+      }
+      seconds = update.poll_seconds;
+    } catch (error) {
+      seconds = Math.min(seconds * 2, 60);
+    }
+    if (seconds) setTimeout(() => tick(seconds), seconds * 1000);
+  };
+  const every = Number(element.dataset.every);
+  setTimeout(() => tick(every), every * 1000);
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   setUpCopyButtons();
   setUpConfirmations();
   for (const element of document.querySelectorAll("[data-poll]")) {
     waitForStatus(element);
+  }
+  for (const element of document.querySelectorAll("[data-live]")) {
+    keepLive(element);
   }
 });
