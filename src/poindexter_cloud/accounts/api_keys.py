@@ -131,6 +131,11 @@ def _hmac_key(settings: Settings) -> bytes:
     return derive_key(settings.secret_key, HASH_PURPOSE)
 
 
+def _previous_hmac_key(settings: Settings) -> bytes | None:
+    """During a SECRET_KEY rotation, the key the older keys' hashes were made with."""
+    return derive_key(settings.secret_key_previous, HASH_PURPOSE) if settings.secret_key_previous else None
+
+
 # --- service functions (take a session, never commit) ---------------------------------------------------
 
 
@@ -259,6 +264,12 @@ _LOOKUP = (
     )
 )
 
+# A key found under the previous secret's hash is re-hashed under the current one (once), unless it was
+# revoked meanwhile, so a rotation's old secret can be dropped once the keys in use have been seen.
+_REHASH = text(
+    "UPDATE api_keys SET key_hash = :new WHERE id = :id AND key_hash = :old AND revoked_at IS NULL"
+)
+
 _FLUSH_LAST_USED = text(
     "UPDATE api_keys SET last_used_at = v.t, last_used_ip = v.ip "
     "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS timestamptz[]), CAST(:ips AS text[])) AS v(id, t, ip) "
@@ -294,6 +305,7 @@ class ApiKeyVerifier:
         self._redis = redis
         self._prefix = settings.api_key_prefix
         self._hmac_key = _hmac_key(settings)
+        self._previous_hmac_key = _previous_hmac_key(settings)
         self._positive: dict[str, _Entry] = {}
         self._by_user: dict[uuid.UUID, set[str]] = {}
         self._negative: dict[str, float] = {}
@@ -352,6 +364,8 @@ class ApiKeyVerifier:
             if negative_until is not None and negative_until > now:
                 raise _invalid()
             entry = await self._lookup(key_hash)
+            if entry is None and self._previous_hmac_key is not None:
+                entry = await self._rehash(key, key_hash)
             if entry is None:
                 raise _invalid()
         principal, active, expires, _until = entry
@@ -361,6 +375,22 @@ class ApiKeyVerifier:
             raise AccountSuspended(_SUSPENDED_MESSAGE)
         self._last_used[principal.key_id] = (now, ip)
         return principal
+
+    async def _rehash(self, key: str, key_hash: str) -> _Entry | None:
+        """A key made before the SECRET_KEY rotation: found by its previous hash, re-hashed under the
+        current one, then looked up again (and cached) by it; the second lookup also finds a key that a
+        concurrent request has just re-hashed. None if it is not a live key either way."""
+        assert self._previous_hmac_key is not None
+        previous = hmac.digest(self._previous_hmac_key, key.encode(), "sha256").hex()
+        async with self._lookup_engine.connect() as connection:
+            result = await connection.execute(_LOOKUP, {"key_hash": previous, "now": _utcnow()})
+            row = result.first()
+            rehashed = row is not None and bool(
+                (await connection.execute(_REHASH, {"new": key_hash, "old": previous, "id": row[0]})).rowcount
+            )
+        if rehashed:  # replicas that took the new hash for unknown forget that (this one too)
+            await self.announce_revoked([key_hash])
+        return await self._lookup(key_hash)
 
     async def _lookup(self, key_hash: str) -> _Entry | None:
         """One query per hash at a time: concurrent misses for the same key share it."""

@@ -32,7 +32,7 @@ from poindexter_cloud.accounts.errors import (
 from poindexter_cloud.accounts.models import ApiKey, EmailToken, RefreshToken, Session, User
 from poindexter_cloud.accounts.tokens import SigningKeys, issue_access_token
 from poindexter_cloud.core import audit
-from poindexter_cloud.core.crypto import derive_key, keyed_hash, random_token
+from poindexter_cloud.core.crypto import KeyRing, derive_key, random_token
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.models import AuditEvent
 from poindexter_cloud.core.settings import Settings
@@ -82,9 +82,10 @@ class Accounts:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.signing_keys = SigningKeys.from_settings(settings)
-        self._refresh_hash_key = derive_key(settings.secret_key, "refresh-token")
+        previous = settings.secret_key_previous
+        self._refresh_hashes = KeyRing.derive("refresh-token", settings.secret_key, previous)
         self._link_key = derive_key(settings.secret_key, "email-link")
-        self._link_hash_key = derive_key(settings.secret_key, "email-link-hash")
+        self._link_hashes = KeyRing.derive("email-link-hash", settings.secret_key, previous)
 
     # --- registration and login -----------------------------------------------------------------
 
@@ -146,7 +147,7 @@ class Accounts:
         session.add(
             RefreshToken(
                 session_id=session_id,
-                token_hash=keyed_hash(self._refresh_hash_key, refresh),
+                token_hash=self._refresh_hashes.hash(refresh),
                 expires_at=now() + timedelta(days=self.settings.refresh_token_ttl_days),
             )
         )
@@ -163,13 +164,12 @@ class Accounts:
         On reuse this records the revocation and raises; the caller commits before answering so the
         revocation sticks although the request fails.
         """
-        token_hash = keyed_hash(self._refresh_hash_key, refresh_token)
         row = (
             await session.execute(
                 select(RefreshToken, Session, User)
                 .join(Session, Session.id == RefreshToken.session_id)
                 .join(User, User.id == Session.user_id)
-                .where(RefreshToken.token_hash == token_hash)
+                .where(RefreshToken.token_hash.in_(self._refresh_hashes.hashes(refresh_token)))
                 .with_for_update(of=[RefreshToken, Session])
             )
         ).one_or_none()
@@ -243,7 +243,7 @@ class Accounts:
                 id=token_id,
                 user_id=user.id,
                 purpose=purpose,
-                token_hash=keyed_hash(self._link_hash_key, self.link_secret(purpose, token_id)),
+                token_hash=self._link_hashes.hash(self.link_secret(purpose, token_id)),
                 expires_at=now() + LINK_LIFETIMES[purpose],
             )
         )
@@ -270,7 +270,7 @@ class Accounts:
                 select(EmailToken, User)
                 .join(User, User.id == EmailToken.user_id)
                 .where(
-                    EmailToken.token_hash == keyed_hash(self._link_hash_key, secret),
+                    EmailToken.token_hash.in_(self._link_hashes.hashes(secret)),
                     EmailToken.purpose == purpose,
                 )
                 .with_for_update(of=EmailToken)

@@ -2,7 +2,8 @@
 
 Signing keys come from JWT_SIGNING_KEYS ("kid:hex,kid:hex"): the first signs, every one verifies, so a new
 key can be introduced first in the list and the old one dropped once the last token it signed has expired,
-without logging anyone out. Without the setting one key is derived from SECRET_KEY.
+without logging anyone out. Without the setting the key is derived from SECRET_KEY (named by its
+fingerprint), and during a SECRET_KEY rotation the one derived from SECRET_KEY_PREVIOUS verifies too.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 import jwt
 
 from poindexter_cloud.accounts.errors import InvalidToken
-from poindexter_cloud.core.crypto import derive_key
+from poindexter_cloud.core.crypto import KeyRing, key_id
 from poindexter_cloud.core.settings import Settings
 
 ALGORITHM = "HS256"
@@ -29,7 +30,8 @@ class SigningKeys:
     @classmethod
     def from_settings(cls, settings: Settings) -> SigningKeys:
         if not settings.jwt_signing_keys:
-            return cls("k0", {"k0": derive_key(settings.secret_key, "jwt-signing")})
+            ring = KeyRing.derive("jwt-signing", settings.secret_key, settings.secret_key_previous)
+            return cls(key_id(ring.current), {key_id(key): key for key in ring.keys})
         pairs = [entry.strip().partition(":") for entry in settings.jwt_signing_keys.split(",")]
         keys = {kid: bytes.fromhex(secret) for kid, _, secret in pairs}
         return cls(pairs[0][0], keys)

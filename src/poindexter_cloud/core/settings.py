@@ -257,6 +257,12 @@ class Settings:
         dev_only_default=True,
         help="64+ hex chars; root secret for API-key HMACs and signed links",
     )
+    secret_key_previous: str | None = setting(
+        "SECRET_KEY_PREVIOUS",
+        _hex_key,
+        secret=True,
+        help="the SECRET_KEY before a rotation: what it hashed or signed keeps working (see operations.md)",
+    )
     log_level: str = setting(
         "LOG_LEVEL", _choice("debug", "info", "warning", "error"), "info", help="log level"
     )
