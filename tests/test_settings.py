@@ -64,7 +64,11 @@ def test_production_refuses_the_development_secret() -> None:
         "SECRET_KEY",
         "STRIPE_SECRET_KEY",
         "STRIPE_WEBHOOK_SECRET",
+        "GOOGLE_WORKSPACE_DOMAIN",
+        "GOOGLE_SERVICE_ACCOUNT_JSON",
+        "TELNYX_API_KEY",
         "TELNYX_PUBLIC_KEY",
+        "SIGNAL_API_URL",
     ]
     assert load({"DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h:6379"}, Role.WEB).problems == ()
 

@@ -24,6 +24,8 @@ class Role(StrEnum):
 
 SERVER_ROLES = frozenset({Role.WEB, Role.PROXY, Role.WORKER})
 EVERY_ROLE = SERVER_ROLES
+# The roles that talk to the identity providers: the worker provisions, the web role serves the identity API.
+IDENTITY_ROLES = frozenset({Role.WEB, Role.WORKER})
 
 
 class SettingError(ValueError):
@@ -178,6 +180,16 @@ def _domain(raw: str) -> str:
     return value
 
 
+MAX_ATTACHMENT_LIMIT = 25 * 1024 * 1024  # Gmail's limit on a message's attachments
+
+
+def _attachment_bytes(raw: str) -> int:
+    value = _positive_int(raw)
+    if value > MAX_ATTACHMENT_LIMIT:
+        raise SettingError(f"expected at most {MAX_ATTACHMENT_LIMIT} (25 MiB, Gmail's limit), got {value}")
+    return value
+
+
 def _country(raw: str) -> str:
     value = _str(raw).upper()
     if len(value) != 2 or not value.isalpha():
@@ -296,7 +308,7 @@ class Settings:
         "MESSAGE_RETENTION_DAYS",
         _positive_int,
         "90",
-        help="days inbound SMS and received Signal messages are kept for Dex to read",
+        help="days SMS (received and sent) and received Signal messages are kept for Dex to read",
     )
     web_base_url: str = setting(
         "WEB_BASE_URL", _http_url, "http://127.0.0.1:8000", help="public URL of the web role"
@@ -427,21 +439,21 @@ class Settings:
         "GOOGLE_WORKSPACE_DOMAIN",
         _domain,
         "dex.sandbox.test",
-        required_by=frozenset({Role.WORKER}),
+        required_by=IDENTITY_ROLES,
         dev_only_default=True,
         help="the Workspace domain of the subscribers' mailboxes (dex-{id}@domain); default: the sandbox's",
     )
     google_admin_email: str | None = setting(
         "GOOGLE_ADMIN_EMAIL",
         _email,
-        production_required_by=frozenset({Role.WORKER}),
+        production_required_by=frozenset({Role.WORKER}),  # the Directory: provisioning only
         help="the Workspace administrator the service account impersonates (default: admin@domain)",
     )
     google_service_account_json: str | None = setting(
         "GOOGLE_SERVICE_ACCOUNT_JSON",
         _json_object,
         secret=True,
-        production_required_by=frozenset({Role.WORKER}),
+        production_required_by=IDENTITY_ROLES,
         help="the service-account key (JSON) with domain-wide delegation; default: the sandbox's",
     )
     google_api_base: str | None = setting(
@@ -454,7 +466,7 @@ class Settings:
         _telnyx_api_key,
         "KEYsandbox",
         secret=True,
-        required_by=frozenset({Role.WORKER}),
+        required_by=IDENTITY_ROLES,
         dev_only_default=True,
         help="Telnyx API v2 key (KEY...); default: the sandbox's, refused in production",
     )
@@ -486,7 +498,7 @@ class Settings:
     signal_api_url: str | None = setting(
         "SIGNAL_API_URL",
         _http_url,
-        production_required_by=frozenset({Role.WORKER}),
+        production_required_by=IDENTITY_ROLES,
         help="signal-cli-rest-api base URL; default outside production: the sandbox's simulator",
     )
     signal_profile_name: str = setting(
@@ -503,6 +515,12 @@ class Settings:
         _non_negative_int,
         "30",
         help="days a deprovisioned mailbox stays suspended before it is deleted (0: at once)",
+    )
+    identity_max_attachment_bytes: int = setting(
+        "IDENTITY_MAX_ATTACHMENT_BYTES",
+        _attachment_bytes,
+        "4194304",
+        help="the most bytes of attachments on one email or Signal message sent through the identity API",
     )
 
     @property

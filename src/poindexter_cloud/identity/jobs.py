@@ -12,7 +12,7 @@ from poindexter_cloud.identity import service
 
 @cron("41 4 * * *", timeout_seconds=600)
 async def drop_old_messages(ctx: dict[str, Any]) -> int:
-    """Delete inbound SMS and received Signal messages older than MESSAGE_RETENTION_DAYS."""
+    """Delete SMS (received and sent) and received Signal messages older than MESSAGE_RETENTION_DAYS."""
     resources: Resources = ctx["resources"]
     cutoff = datetime.now(UTC) - timedelta(days=resources.settings.message_retention_days)
     async with resources.unit_of_work() as uow:

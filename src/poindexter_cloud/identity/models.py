@@ -1,4 +1,5 @@
-"""Tables owned by identity: each subscriber's provisioned identity, the SMS and Signal messages it receives.
+"""Tables owned by identity: each subscriber's provisioned identity, the SMS and Signal messages it receives,
+the SMS it sends, and which of its emails have been counted as received.
 
 An identity row is also the record of its provisioning: each external resource (mailbox, number, Signal
 account) has columns saying how far its creation (or removal) got, written in the same transaction as the
@@ -11,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Text, UniqueConstraint, func
+from sqlalchemy import BigInteger, ForeignKey, Index, Sequence, Text, UniqueConstraint, func
 from sqlalchemy import Identity as IdentityColumn
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Mapped, mapped_column
@@ -68,14 +69,24 @@ class Identity(Base):
     updated_at: Mapped[datetime] = updated_at()
 
 
+# One sequence numbers the SMS an identity receives and sends, in the order they were stored: the cursor of
+# ``GET /v1/sms/messages``. Both tables are written under the identity's row lock (``FOR UPDATE``), so an
+# identity's numbers become visible in increasing order and a reader past a cursor misses nothing.
+SMS_SEQUENCE = Sequence("sms_seq", metadata=Base.metadata)
+
+
 class IncomingSms(Base):
     """An SMS one of our numbers received (Signal's verification codes excepted), stored once by Telnyx's
     message id."""
 
     __tablename__ = "incoming_sms"
-    __table_args__ = (Index("ix_incoming_sms_phone_number_created_at", "phone_number", "created_at"),)
+    __table_args__ = (
+        Index("ix_incoming_sms_phone_number_created_at", "phone_number", "created_at"),
+        Index("ix_incoming_sms_identity_id_seq", "identity_id", "seq"),
+    )
 
     id: Mapped[uuid.UUID] = uuid_pk()
+    seq: Mapped[int] = mapped_column(BigInteger, server_default=SMS_SEQUENCE.next_value())
     phone_number: Mapped[str] = mapped_column(Text)
     from_number: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
@@ -85,6 +96,37 @@ class IncomingSms(Base):
     media_urls: Mapped[list[str] | None] = mapped_column(JSONB)
     received_at: Mapped[datetime | None]  # when Telnyx received it
     created_at: Mapped[datetime] = created_at()
+
+
+class OutgoingSms(Base):
+    """An SMS the identity sent through the identity API, as Telnyx accepted it."""
+
+    __tablename__ = "outgoing_sms"
+    __table_args__ = (Index("ix_outgoing_sms_identity_id_seq", "identity_id", "seq"),)
+
+    id: Mapped[uuid.UUID] = uuid_pk()
+    seq: Mapped[int] = mapped_column(BigInteger, server_default=SMS_SEQUENCE.next_value())
+    identity_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    from_number: Mapped[str] = mapped_column(Text)
+    to_number: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)
+    media_urls: Mapped[list[str] | None] = mapped_column(JSONB)
+    telnyx_message_id: Mapped[str] = mapped_column(Text, unique=True)
+    status: Mapped[str] = mapped_column(Text)  # as Telnyx answered the send (queued)
+    parts: Mapped[int] = mapped_column(server_default="1")
+    created_at: Mapped[datetime] = created_at()
+
+
+class CountedEmail(Base):
+    """A received email Dex has seen (listed or fetched), so it is counted as ``email_received`` once."""
+
+    __tablename__ = "counted_emails"
+
+    identity_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True
+    )
+    message_id: Mapped[str] = mapped_column(Text, primary_key=True)  # Gmail's id in the identity's mailbox
+    counted_at: Mapped[datetime] = created_at()
 
 
 class SignalMessage(Base):

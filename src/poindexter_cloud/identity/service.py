@@ -17,7 +17,7 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from poindexter_cloud.identity.models import Identity, IncomingSms, SignalMessage
+from poindexter_cloud.identity.models import CountedEmail, Identity, IncomingSms, OutgoingSms, SignalMessage
 from poindexter_cloud.identity.schemas import IdentityView, ProvisioningIssue, StepView
 
 # Statuses in which the identity's resources exist (or are being made) for its subscriber.
@@ -175,13 +175,98 @@ async def store_signal_envelopes(
     return sorted((StoredSignalMessage(*row) for row in inserted), key=lambda stored: stored.id)
 
 
+async def signal_messages_after(
+    session: AsyncSession, identity_id: uuid.UUID, after: int, limit: int, kinds: Sequence[str] | None
+) -> list[SignalMessage]:
+    """The identity's stored Signal envelopes past the cursor ``after``, oldest first (``kinds``: only
+    those kinds)."""
+    query = select(SignalMessage).where(SignalMessage.identity_id == identity_id, SignalMessage.id > after)
+    if kinds is not None:
+        query = query.where(SignalMessage.kind.in_(kinds))
+    rows = await session.execute(query.order_by(SignalMessage.id).limit(limit))
+    return list(rows.scalars())
+
+
+async def signal_attachment(
+    session: AsyncSession, identity_id: uuid.UUID, attachment_id: str
+) -> dict[str, Any] | None:
+    """The metadata of an attachment the identity received (signal-cli keeps every account's attachments in
+    one place, so this is what makes one an identity's to read)."""
+    found = await session.execute(
+        select(SignalMessage.attachments)
+        .where(
+            SignalMessage.identity_id == identity_id,
+            SignalMessage.attachments.contains([{"id": attachment_id}]),
+        )
+        .limit(1)
+    )
+    attachments = found.scalar_one_or_none() or []
+    return next((a for a in attachments if isinstance(a, dict) and a.get("id") == attachment_id), None)
+
+
+@dataclass(frozen=True, slots=True)
+class SentSmsRecord:
+    telnyx_message_id: str
+    from_number: str
+    to_number: str
+    text: str
+    media_urls: list[str]
+    status: str
+    parts: int
+
+
+async def store_outgoing_sms(
+    session: AsyncSession, identity_id: uuid.UUID, sms: SentSmsRecord
+) -> OutgoingSms:
+    """Record an SMS the identity sent. The caller holds the identity's row lock (``get(...,
+    for_update=True)``), as the webhook does storing an inbound one, so the sequence appears in order."""
+    row = OutgoingSms(
+        identity_id=identity_id,
+        from_number=sms.from_number,
+        to_number=sms.to_number,
+        body=sms.text,
+        media_urls=sms.media_urls or None,
+        telnyx_message_id=sms.telnyx_message_id,
+        status=sms.status,
+        parts=sms.parts,
+    )
+    session.add(row)
+    await session.flush()
+    await session.refresh(row)
+    return row
+
+
+async def sms_after(
+    session: AsyncSession, identity_id: uuid.UUID, after: int, limit: int, direction: str
+) -> list[IncomingSms | OutgoingSms]:
+    """The identity's SMS (``inbound``, ``outbound`` or ``all``) past the cursor ``after``, oldest first."""
+    found: list[IncomingSms | OutgoingSms] = []
+    if direction in ("inbound", "all"):
+        rows = await session.execute(
+            select(IncomingSms)
+            .where(IncomingSms.identity_id == identity_id, IncomingSms.seq > after)
+            .order_by(IncomingSms.seq)
+            .limit(limit)
+        )
+        found += rows.scalars()
+    if direction in ("outbound", "all"):
+        rows = await session.execute(
+            select(OutgoingSms)
+            .where(OutgoingSms.identity_id == identity_id, OutgoingSms.seq > after)
+            .order_by(OutgoingSms.seq)
+            .limit(limit)
+        )
+        found += rows.scalars()
+    return sorted(found, key=lambda sms: sms.seq)[:limit]
+
+
 async def erase_personal_data(session: AsyncSession, user_id: uuid.UUID) -> None:
     """Delete what the identity received and forget its address (account erasure). Idempotent."""
     identity = await get(session, user_id, for_update=True)
     if identity is None:
         return
-    await session.execute(delete(IncomingSms).where(IncomingSms.identity_id == identity.id))
-    await session.execute(delete(SignalMessage).where(SignalMessage.identity_id == identity.id))
+    for table in (IncomingSms, OutgoingSms, SignalMessage, CountedEmail):
+        await session.execute(delete(table).where(table.identity_id == identity.id))
     await session.execute(
         update(Identity)
         .where(Identity.id == identity.id)
@@ -277,10 +362,16 @@ async def issues(session: AsyncSession, stuck_after: timedelta) -> list[Provisio
 
 
 async def drop_messages_before(session: AsyncSession, cutoff: datetime) -> int:
-    """Delete inbound SMS and received Signal messages stored before ``cutoff`` (the retention period);
-    how many. Never commits."""
+    """Delete inbound and sent SMS and received Signal messages stored before ``cutoff`` (the retention
+    period); how many. Never commits. (``counted_emails`` stays: it holds ids only, and dropping a row would
+    count its email again.)"""
     deleted = 0
-    for table, stored in ((IncomingSms, IncomingSms.created_at), (SignalMessage, SignalMessage.received_at)):
+    stamps = (
+        (IncomingSms, IncomingSms.created_at),
+        (OutgoingSms, OutgoingSms.created_at),
+        (SignalMessage, SignalMessage.received_at),
+    )
+    for table, stored in stamps:
         result = await session.execute(delete(table).where(stored < cutoff))
         deleted += int(getattr(result, "rowcount", 0) or 0)
     return deleted

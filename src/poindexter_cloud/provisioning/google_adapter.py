@@ -1,24 +1,31 @@
-"""The Google Workspace adapter: the only module that drives the Admin SDK Directory API.
+"""The Google Workspace adapter: the only module that drives Google's APIs (Admin SDK Directory, Gmail,
+Calendar).
 
 A service account with domain-wide delegation acts as the Workspace administrator (``GOOGLE_ADMIN_EMAIL``)
-to create, suspend and delete the subscribers' users; their Gmail and Calendar are later used by
-impersonating each mailbox, so no per-user credential is stored. The key is ``GOOGLE_SERVICE_ACCOUNT_JSON``;
-outside production, when it is unset, the sandbox's key is fetched once from
+to create, suspend and delete the subscribers' users (provisioning), and as each subscriber's mailbox
+(``with_subject(mailbox)``) for its Gmail and Calendar (the identity API), so no per-user credential is
+stored. The delegation must grant ``DIRECTORY_SCOPES`` and ``MAILBOX_SCOPES``. The key is
+``GOOGLE_SERVICE_ACCOUNT_JSON``; outside production, when it is unset, the sandbox's key is fetched once from
 ``{SANDBOX_URL}/google/_control/service-account`` (its ``token_uri`` is the sandbox's token endpoint).
 
 google-api-python-client is synchronous: every call runs in a thread (``asyncio.to_thread``) with an
 ``httplib2.Http`` of its own (they are not thread-safe), discovery documents come from the package
-(``static_discovery=True``, no discovery request), and ``api_endpoint`` points the Directory at
-``GOOGLE_API_BASE`` outside production. SDK errors become ``ProviderUnavailable`` / ``ProviderRefused``;
-neither a key nor a response body is ever logged.
+(``static_discovery=True``, no discovery request), and ``api_endpoint`` points each API at
+``GOOGLE_API_BASE`` outside production (Gmail and the Directory at ``{base}/``, Calendar at
+``{base}/calendar/v3/``, where their discovery documents' paths begin). Gmail and Calendar answers are
+returned as the APIs' JSON resources (``identity`` reads them); SDK errors become ``ProviderUnavailable`` /
+``ProviderRefused`` (``GoogleBadRequest`` with Google's reason for a 400); neither a key, a token nor a
+response body is ever logged.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
@@ -44,6 +51,13 @@ log = logging.getLogger(__name__)
 PROVIDER: Final = "google"
 TIMEOUT_SECONDS: Final = 20.0
 DIRECTORY_SCOPES: Final = ("https://www.googleapis.com/auth/admin.directory.user",)
+# What the identity API does as a mailbox: read, send and trash mail (not delete it for good), and manage
+# the events of its calendars.
+MAILBOX_SCOPES: Final = (
+    "https://www.googleapis.com/auth/gmail.modify",
+    "https://www.googleapis.com/auth/calendar.events",
+)
+MAILBOXES_CACHED: Final = 2048  # mailbox credentials (each holds its access token) kept per process
 # The external id that marks a Workspace user as the mailbox of one of our identities.
 EXTERNAL_ID_TYPE: Final = "poindexter_identity"
 
@@ -60,6 +74,46 @@ class UserExists(ProviderRefused):
     """A user with that address exists already (409 ``duplicate``)."""
 
     code = "workspace_user_exists"
+
+
+class GoogleBadRequest(ProviderRefused):
+    """Google refused what the request says (400); ``reason`` is Google's reason code (``timeRangeEmpty``,
+    ``invalidArgument``, ...), for the caller to map to an error of its own."""
+
+    code = "provider_bad_request"
+
+    def __init__(self, provider: str, message: str, reason: str | None) -> None:
+        super().__init__(provider, message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class SentMail:
+    id: str
+    thread_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MailPage:
+    ids: list[str]
+    next_page_token: str | None
+    size_estimate: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventPage:
+    events: list[dict[str, Any]]  # Calendar API Event resources
+    next_page_token: str | None
+    time_zone: str | None  # the calendar's
+
+
+def _reason(exc: HttpError) -> str | None:
+    """Google's reason code of an error answer (``error.errors[0].reason``), never its text."""
+    try:
+        error = json.loads(exc.content.decode("utf-8"))["error"]
+        return str(error["errors"][0]["reason"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None
 
 
 def _user(data: dict[str, Any]) -> WorkspaceUser:
@@ -79,8 +133,10 @@ def _mapped(what: str, exc: Exception) -> ProviderError:
     if isinstance(exc, HttpError):
         status = exc.status_code
         log.warning("google call failed", extra={"call": what, "status": status})
-        if status == 404:
+        if status in (404, 410):  # 410: a Calendar event deleted already
             return ProviderObjectMissing(PROVIDER, f"Google Workspace has no such {what.split()[-1]}.")
+        if status == 400:
+            return GoogleBadRequest(PROVIDER, f"Google Workspace refused to {what} (400).", _reason(exc))
         if status == 409:
             return UserExists(PROVIDER, "A Workspace user with that address exists already.")
         if status == 429 or status >= 500:
@@ -102,14 +158,16 @@ _TRANSIENT: Final = (TransportError, httplib2.HttpLib2Error, OSError, TimeoutErr
 
 
 class GoogleAdapter:
-    """The Directory API as our Workspace administrator. One per process (``for_settings`` caches it):
-    it holds the loaded key and the token, no connection."""
+    """The Directory API as our Workspace administrator, Gmail and Calendar as a subscriber's mailbox. One per
+    process (``for_settings`` caches it): it holds the loaded key and the tokens, no connection."""
 
     def __init__(self, info: dict[str, Any], admin: str, api_base: str | None) -> None:
         credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
             info, scopes=list(DIRECTORY_SCOPES)
         )
         self._admin_credentials = credentials.with_subject(admin)
+        self._mailbox_credentials = credentials.with_scopes(list(MAILBOX_SCOPES))
+        self._mailboxes: OrderedDict[str, Any] = OrderedDict()
         options = {"api_endpoint": f"{api_base}/"} if api_base else None
         self._directory: Any = build(
             "admin",
@@ -117,6 +175,15 @@ class GoogleAdapter:
             credentials=self._admin_credentials,
             static_discovery=True,
             client_options=options,
+        )
+        # Built without credentials: every call passes the mailbox's own authorized http.
+        unauthorized = httplib2.Http(timeout=TIMEOUT_SECONDS)
+        self._gmail: Any = build(
+            "gmail", "v1", http=unauthorized, static_discovery=True, client_options=options
+        )
+        calendar = {"api_endpoint": f"{api_base}/calendar/v3/"} if api_base else None
+        self._calendar: Any = build(
+            "calendar", "v3", http=unauthorized, static_discovery=True, client_options=calendar
         )
 
     @classmethod
@@ -129,17 +196,31 @@ class GoogleAdapter:
             _ADAPTERS[key] = adapter
         return adapter
 
-    async def _run(self, what: str, make: Callable[[Any], Any]) -> Any:
+    async def _execute(self, what: str, credentials: Any, request: Callable[[], Any]) -> Any:
         def execute() -> Any:
             http = google_auth_httplib2.AuthorizedHttp(
-                self._admin_credentials, http=httplib2.Http(timeout=TIMEOUT_SECONDS)
+                credentials, http=httplib2.Http(timeout=TIMEOUT_SECONDS)
             )
-            return make(self._directory).execute(http=http)
+            return request().execute(http=http)
 
         try:
             return await asyncio.to_thread(execute)
         except (HttpError, GoogleAuthError, *_TRANSIENT) as exc:
             raise _mapped(what, exc) from None
+
+    async def _run(self, what: str, make: Callable[[Any], Any]) -> Any:
+        return await self._execute(what, self._admin_credentials, lambda: make(self._directory))
+
+    def _as(self, mailbox: str) -> Any:
+        """The credentials that act as ``mailbox`` (kept, so its access token is reused until it expires)."""
+        found = self._mailboxes.get(mailbox)
+        if found is None:
+            found = self._mailboxes[mailbox] = self._mailbox_credentials.with_subject(mailbox)
+            if len(self._mailboxes) > MAILBOXES_CACHED:
+                self._mailboxes.popitem(last=False)
+        else:
+            self._mailboxes.move_to_end(mailbox)
+        return found
 
     async def create_user(
         self, email: str, given_name: str, family_name: str, identity_id: str
@@ -175,6 +256,127 @@ class GoogleAdapter:
         except ProviderObjectMissing:
             return False
         return True
+
+    # --- Gmail, as the mailbox ---------------------------------------------------------------------------
+
+    async def _gmail_call(self, mailbox: str, what: str, make: Callable[[Any], Any]) -> Any:
+        messages = self._gmail.users().messages()
+        return await self._execute(what, self._as(mailbox), lambda: make(messages))
+
+    async def send_mail(self, mailbox: str, raw: bytes, thread_id: str | None) -> SentMail:
+        """Send an RFC 822 message (``users.messages.send``); ``thread_id`` files it in that thread."""
+        body: dict[str, Any] = {"raw": base64.urlsafe_b64encode(raw).decode()}
+        if thread_id:
+            body["threadId"] = thread_id
+        data = await self._gmail_call(mailbox, "send the mail", lambda m: m.send(userId="me", body=body))
+        return SentMail(str(data["id"]), str(data.get("threadId") or data["id"]))
+
+    async def list_mail(
+        self, mailbox: str, *, query: str | None, label_ids: list[str], page_token: str | None, limit: int
+    ) -> MailPage:
+        """Message ids, newest first (``users.messages.list``)."""
+        data = await self._gmail_call(
+            mailbox,
+            "list the mail",
+            lambda m: m.list(
+                userId="me",
+                q=query or None,
+                labelIds=label_ids or None,
+                pageToken=page_token,
+                maxResults=limit,
+            ),
+        )
+        ids = [str(item["id"]) for item in data.get("messages") or ()]
+        return MailPage(ids, data.get("nextPageToken") or None, int(data.get("resultSizeEstimate") or 0))
+
+    async def get_mail(
+        self, mailbox: str, message_id: str, headers: list[str] | None = None
+    ) -> dict[str, Any]:
+        """A Message resource: in full, or (``headers``) only those headers, the labels and the snippet."""
+        wanted = {"format": "full"} if headers is None else {"format": "metadata", "metadataHeaders": headers}
+        data = await self._gmail_call(
+            mailbox, "read the message", lambda m: m.get(userId="me", id=message_id, **wanted)
+        )
+        return dict(data)
+
+    async def trash_mail(self, mailbox: str, message_id: str) -> None:
+        await self._gmail_call(mailbox, "trash the message", lambda m: m.trash(userId="me", id=message_id))
+
+    async def mail_attachment(self, mailbox: str, message_id: str, attachment_id: str) -> bytes:
+        data = await self._gmail_call(
+            mailbox,
+            "read the attachment",
+            lambda m: m.attachments().get(userId="me", messageId=message_id, id=attachment_id),
+        )
+        text = str(data.get("data") or "")
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+    # --- Calendar, as the mailbox's primary calendar -------------------------------------------------------
+
+    async def _calendar_call(self, mailbox: str, what: str, make: Callable[[Any], Any]) -> Any:
+        events = self._calendar.events()
+        return await self._execute(what, self._as(mailbox), lambda: make(events))
+
+    async def list_events(
+        self,
+        mailbox: str,
+        *,
+        time_min: str | None,
+        time_max: str | None,
+        time_zone: str | None,
+        query: str | None,
+        page_token: str | None,
+        limit: int,
+    ) -> EventPage:
+        """Events overlapping [time_min, time_max) by start time, times shown in ``time_zone`` (else the
+        calendar's)."""
+        data = await self._calendar_call(
+            mailbox,
+            "list the events",
+            lambda e: e.list(
+                calendarId="primary",
+                timeMin=time_min,
+                timeMax=time_max,
+                timeZone=time_zone,
+                q=query or None,
+                pageToken=page_token,
+                maxResults=limit,
+                singleEvents=True,
+                orderBy="startTime",
+            ),
+        )
+        events = [item for item in data.get("items") or () if isinstance(item, dict)]
+        return EventPage(events, data.get("nextPageToken") or None, data.get("timeZone") or None)
+
+    async def insert_event(self, mailbox: str, body: dict[str, Any], *, send_updates: str) -> dict[str, Any]:
+        return dict(
+            await self._calendar_call(
+                mailbox,
+                "create the event",
+                lambda e: e.insert(calendarId="primary", body=body, sendUpdates=send_updates),
+            )
+        )
+
+    async def patch_event(
+        self, mailbox: str, event_id: str, body: dict[str, Any], *, send_updates: str
+    ) -> dict[str, Any]:
+        """Change the fields ``body`` names (``events.patch``)."""
+        return dict(
+            await self._calendar_call(
+                mailbox,
+                "change the event",
+                lambda e: e.patch(
+                    calendarId="primary", eventId=event_id, body=body, sendUpdates=send_updates
+                ),
+            )
+        )
+
+    async def delete_event(self, mailbox: str, event_id: str, *, send_updates: str) -> None:
+        await self._calendar_call(
+            mailbox,
+            "delete the event",
+            lambda e: e.delete(calendarId="primary", eventId=event_id, sendUpdates=send_updates),
+        )
 
 
 _ADAPTERS: dict[tuple[str, str, str | None], GoogleAdapter] = {}

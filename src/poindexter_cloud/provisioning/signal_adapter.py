@@ -3,8 +3,10 @@
 Its Python client on PyPI is synchronous and has no registration, so this is plain httpx against
 ``Settings.signal_api_base_url`` (``SIGNAL_API_URL``; the sandbox's simulator outside production). Failures
 come back as ``{"error": "..."}``, nearly always with status 400, carrying signal-cli's own message: they are
-sorted here into our errors (a captcha wanted, a wrong code, no session, not registered, rate limited...).
-Neither a code, a captcha token, a message body nor an error body is logged.
+sorted here into our errors (a captcha wanted, a wrong code, no session, not registered, rate limited, a
+recipient without Signal, an unknown group...). Provisioning registers and keeps accounts alive; the identity
+API sends, and reads contacts, groups and received attachments. Neither a code, a captcha token, a message
+body nor an error body is logged.
 """
 
 from __future__ import annotations
@@ -31,6 +33,29 @@ from poindexter_cloud.provisioning.errors import (
 
 log = logging.getLogger(__name__)
 
+
+class SignalRecipientUnknown(ProviderRefused):
+    """A recipient (or group member) has no Signal account."""
+
+    code = "signal_recipient_unknown"
+
+
+class SignalGroupUnknown(ProviderRefused):
+    """No such group, or the account is not a member of it (or may not post in it)."""
+
+    code = "signal_group_unknown"
+
+
+class SignalPartlySent(ProviderRefused):
+    """A group message reached some members but not all (signal-cli-rest-api 0.99 answers 400 then)."""
+
+    code = "signal_partly_sent"
+
+
+class SignalAttachmentMissing(ProviderRefused):
+    code = "signal_attachment_missing"
+
+
 PROVIDER: Final = "signal"
 TIMEOUT_SECONDS: Final = 30.0  # signal-cli talks to Signal's servers for most calls
 RECEIVE_WAIT_SECONDS: Final = 1
@@ -43,6 +68,14 @@ _ERRORS: Final[tuple[tuple[str, type[ProviderError], str], ...]] = (
     ("rate limited", ProviderUnavailable, "Signal is rate limiting registrations of this number."),
     ("already registered", SignalAlreadyRegistered, "The number is registered on Signal already."),
     ("authorization failed", SignalWrongCode, "Signal refused the verification code."),
+    # A recipient's error ("The user +1... is not registered.") before the account's own ("User +1... is").
+    ("the user ", SignalRecipientUnknown, "A recipient has no Signal account."),
+    ("group not found", SignalGroupUnknown, "There is no such Signal group."),
+    ("invalid signal group", SignalGroupUnknown, "There is no such Signal group."),
+    ("is not a member in group", SignalGroupUnknown, "The account is not a member of that Signal group."),
+    ("not allowed to send message to group", SignalGroupUnknown, "Only the group's admins may post in it."),
+    ("failed to send (some) messages", SignalPartlySent, "Signal did not reach every member of the group."),
+    ("no attachment with that name", SignalAttachmentMissing, "There is no such Signal attachment."),
     ("no registration verification session", SignalNoSession, "No Signal verification is pending."),
     ("verification code expired", SignalNoSession, "The Signal verification code expired."),
     ("is not registered", SignalNotRegistered, "The number is not registered on Signal."),
@@ -131,6 +164,49 @@ class SignalAdapter:
         except SignalNotRegistered:
             return False
         return True
+
+    async def send(
+        self, number: str, recipients: list[str], message: str | None, attachments: list[str]
+    ) -> int:
+        """Send from ``number`` to Signal numbers or to one group (``group.`` + its id); ``attachments`` in
+        the REST API's ``data:<mime>;filename=<name>;base64,<data>`` form. The message's Signal timestamp."""
+        body: dict[str, Any] = {"number": number, "recipients": recipients}
+        if message:
+            body["message"] = message
+        if attachments:
+            body["base64_attachments"] = attachments
+        response = await self._request("send", "POST", "/v2/send", json=body)
+        try:
+            return int(response.json()["timestamp"])
+        except (ValueError, KeyError, TypeError):
+            raise ProviderUnavailable(
+                PROVIDER, "signal-cli-rest-api answered send without a timestamp."
+            ) from None
+
+    async def _json_list(self, what: str, path: str) -> list[dict[str, Any]]:
+        response = await self._request(what, "GET", path)
+        try:
+            items = response.json()
+        except ValueError:
+            raise ProviderUnavailable(
+                PROVIDER, f"signal-cli-rest-api answered {what} with no JSON."
+            ) from None
+        return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+    async def contacts(self, number: str) -> list[dict[str, Any]]:
+        """The account's contacts as signal-cli lists them (``number``, ``uuid``, ``name``, ``profile``)."""
+        return await self._json_list("list contacts", f"/v1/contacts/{_path(number)}")
+
+    async def groups(self, number: str) -> list[dict[str, Any]]:
+        """The groups the account is in (``id`` is the ``group.`` form sends take)."""
+        return await self._json_list("list groups", f"/v1/groups/{_path(number)}")
+
+    async def attachment(self, attachment_id: str) -> tuple[bytes, str]:
+        """A received attachment's bytes and content type."""
+        response = await self._request(
+            "read an attachment", "GET", f"/v1/attachments/{quote(attachment_id, safe='')}"
+        )
+        return response.content, response.headers.get("content-type", "application/octet-stream")
 
     async def receive(self, number: str, max_messages: int = RECEIVE_BATCH) -> list[dict[str, Any]]:
         """What arrived since the last receive, oldest first. signal-cli hands each envelope out once: the

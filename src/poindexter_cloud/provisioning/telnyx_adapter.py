@@ -2,16 +2,17 @@
 
 ``TelnyxAdapter`` wraps one ``telnyx.AsyncTelnyx`` pointed at ``Settings.telnyx_api_base_url`` (Telnyx in
 production, the sandbox's simulator elsewhere; the SDK wants the base to end in ``/v2``) with just the calls
-provisioning needs: searching, ordering, finding and releasing numbers, and the messaging profile their
-inbound SMS webhooks come from. Every number we order carries ``customer_reference`` = our identity's id,
-so an order whose answer was lost is found again instead of being placed twice.
+provisioning needs (searching, ordering, finding and releasing numbers, and the messaging profile their
+inbound SMS webhooks come from) and the one the identity API needs: sending an SMS. Every number we order
+carries ``customer_reference`` = our identity's id, so an order whose answer was lost is found again instead
+of being placed twice.
 
 ``verify_webhook`` checks a delivery with the SDK's ``webhooks.unwrap`` (Ed25519 over
 ``"{telnyx-timestamp}|{body}"``, at most 300 s off) against ``TELNYX_PUBLIC_KEY`` (outside production,
 when unset, the sandbox's key from ``{SANDBOX_URL}/telnyx/_control/public_key``).
 
-SDK errors become ``ProviderUnavailable`` / ``ProviderRefused`` with messages of our own; bodies and keys
-are never logged.
+SDK errors become ``ProviderUnavailable`` / ``ProviderRefused`` (``TelnyxRefused`` carries Telnyx's error
+code) with messages of our own; bodies, texts and keys are never logged.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import uuid
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Self, TypeVar
@@ -48,6 +50,22 @@ HELD_STATUSES: Final = ("active", "purchase-pending")
 NOT_AVAILABLE_CODE: Final = "10015"
 
 T = TypeVar("T")
+
+
+class TelnyxRefused(ProviderRefused):
+    """Telnyx refused the request; ``telnyx_code`` is its error code (``40310`` an invalid 'to', ``40302`` a
+    message too large, ...), for the caller to map to an error of its own."""
+
+    def __init__(self, provider: str, message: str, telnyx_code: str | None) -> None:
+        super().__init__(provider, message)
+        self.telnyx_code = telnyx_code
+
+
+@dataclass(frozen=True, slots=True)
+class SentSms:
+    id: str
+    status: str  # queued at first; Telnyx's message.sent / message.finalized webhooks follow
+    parts: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +147,9 @@ class TelnyxAdapter:
                 raise ProviderUnavailable(
                     PROVIDER, f"Telnyx is not answering ({status}) to {what}."
                 ) from None
-            raise ProviderRefused(PROVIDER, f"Telnyx refused to {what} ({status} {code or ''}).") from None
+            raise TelnyxRefused(
+                PROVIDER, f"Telnyx refused to {what} ({status} {code or ''}).", code
+            ) from None
 
     # --- numbers ---------------------------------------------------------------------------------------
 
@@ -240,6 +260,27 @@ class TelnyxAdapter:
         if created.data is None or not created.data.id:
             raise ProviderUnavailable(PROVIDER, "Telnyx answered without the messaging profile.")
         return str(created.data.id)
+
+    # --- messages ----------------------------------------------------------------------------------------
+
+    async def send_sms(self, from_number: str, to: str, text: str | None, media_urls: list[str]) -> SentSms:
+        """Queue an SMS (an MMS with ``media_urls``) from one of our numbers. An idempotency key of its own
+        makes the SDK's retry after a lost answer a no-op at Telnyx instead of a second message."""
+        sent = await self._call(
+            "send the message",
+            self._client.messages.send(
+                from_=from_number,
+                to=to,
+                text=text if text else telnyx.omit,
+                media_urls=media_urls if media_urls else telnyx.omit,
+                idempotency_key=str(uuid.uuid4()),
+            ),
+        )
+        data = sent.data
+        if data is None or not data.id:
+            raise ProviderUnavailable(PROVIDER, "Telnyx answered the message without the message.")
+        status = str(data.to[0].status) if data.to and data.to[0].status else "queued"
+        return SentSms(str(data.id), status, int(data.parts or 1))
 
 
 # --- webhooks ------------------------------------------------------------------------------------------
