@@ -4,7 +4,11 @@ Jobs follow a transactional outbox: ``UnitOfWork.defer_job`` writes a ``pending`
 caller's transaction; after the commit the row's id becomes the SAQ job key. If the process dies between
 commit and enqueue, the ``enqueue_stranded_jobs`` cron finds the row still pending and enqueues it, and
 SAQ's key dedupe makes the second enqueue of a live job a no-op. A rolled-back transaction leaves no row,
-so its job never runs.
+so its job never runs. The same cron re-enqueues a ``running`` or ``retrying`` row whose SAQ job is no longer
+live: its attempts ran out, or it finished, while PostgreSQL was down and could not be told.
+
+A running job is touched every few seconds (its heartbeat), so the job of a worker that died (SIGKILL, out
+of memory) is retried by the next sweep of a live worker, not only once its whole timeout has passed.
 
 Job functions are registered with ``@job`` (or ``@cron``) in each module's ``jobs.py``; they receive the
 SAQ context (``ctx["resources"]`` is the process's ``Resources``) and ids, never objects, so a retry works
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import importlib
 import logging
 import time
@@ -25,7 +30,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from saq import CronJob, Job, Queue, Status
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.core.metrics import JOB_DURATION, JOBS, cached
@@ -37,6 +42,14 @@ log = logging.getLogger(__name__)
 JobFunction = Callable[..., Awaitable[Any]]
 
 STRANDED_AFTER = timedelta(seconds=30)
+UNFINISHED = ("pending", "running", "retrying")  # job_history statuses the outbox sweep looks at
+# A running job is touched every BEAT_SECONDS; one untouched for HEARTBEAT_SECONDS belongs to a dead worker,
+# and a sweep (every SWEEP_SECONDS; SAQ's default is a minute) retries it. SAQ's sweep judges the jobs of
+# one pass on what it read when the pass began and waits up to 5 s for each abort, so the margin between
+# the beat and the heartbeat keeps a pass over a few dead jobs from taking a live one for dead.
+BEAT_SECONDS = 5
+HEARTBEAT_SECONDS = 30
+SWEEP_SECONDS = 5
 ORIGIN = "origin"  # the SAQ job meta key of observe.job_origin()
 MAX_RETRY_DELAY_SECONDS = 300.0
 ERROR_TEXT_LIMIT = 2000
@@ -130,6 +143,7 @@ class JobQueue:
             meta={ORIGIN: origin} if origin else {},
             key=key,
             timeout=spec.timeout_seconds,
+            heartbeat=HEARTBEAT_SECONDS,
             retries=self.max_attempts,
             retry_delay=self.retry_delay_seconds,
             retry_backoff=MAX_RETRY_DELAY_SECONDS,
@@ -141,31 +155,45 @@ class JobQueue:
         function: str,
         kwargs: dict[str, Any],
         origin: dict[str, str] | None = None,
-    ) -> None:
-        """Hand one recorded job to SAQ; its job_history id is the SAQ key, so a repeat is a no-op.
-        ``origin`` (``observe.job_origin``) is the asking request's id and trace context."""
-        await self.saq.enqueue(self._job(str(history_id), function, kwargs, origin or {}))
+    ) -> bool:
+        """Hand one recorded job to SAQ; its job_history id is the SAQ key, so a repeat while the job is
+        live is a no-op (False). ``origin`` (``observe.job_origin``) is the asking request's id and trace
+        context."""
+        job = self._job(str(history_id), function, kwargs, origin or {})
+        return await self.saq.enqueue(job) is not None
 
 
 async def enqueue_stranded(
     session: AsyncSession, queue: JobQueue, older_than: timedelta = STRANDED_AFTER
 ) -> int:
-    """Enqueue pending rows whose post-commit enqueue never happened (the process died in between)."""
+    """Enqueue the unfinished rows whose job SAQ does not hold (any more): pending ones whose post-commit
+    enqueue never happened (the process died in between), and running or retrying ones whose outcome
+    could not be recorded (PostgreSQL was down when SAQ finished them or ran out of attempts). SAQ refuses
+    a key it still holds, so a live job is left alone. Returns how many were enqueued."""
     cutoff = datetime.now(UTC) - older_than
+    # A periodic job's run left "running" is not run again out of turn: its next scheduled run does the same
+    # work, and a cron run's row id is not its SAQ key, so SAQ could not tell it is still live.
+    periodic = [name for name, spec in REGISTRY.items() if spec.cron is not None]
+    unfinished = or_(
+        JobHistory.status == "pending",
+        and_(JobHistory.status.in_(UNFINISHED), JobHistory.job_type.not_in(periodic)),
+    )
     rows = (
         (
             await session.execute(
                 select(JobHistory)
-                .where(JobHistory.status == "pending", JobHistory.created_at < cutoff)
+                .where(unfinished, JobHistory.created_at < cutoff)
+                .order_by(JobHistory.created_at)
                 .limit(500)
             )
         )
         .scalars()
         .all()
     )
+    enqueued = 0
     for row in rows:
-        await queue.enqueue(row.id, row.job_type, dict(row.payload))
-    return len(rows)
+        enqueued += await queue.enqueue(row.id, row.job_type, dict(row.payload))
+    return enqueued
 
 
 def _history_id(job: Job) -> uuid.UUID | None:
@@ -296,13 +324,44 @@ class Every:
         self._stopping.set()
 
 
+@functools.cache
+def _with_heartbeat(function: JobFunction) -> JobFunction:
+    """``function`` as the worker runs it: touching its job every ``BEAT_SECONDS`` while it runs. The beat
+    stops before the function returns, so it never races SAQ's recording of the outcome."""
+
+    @functools.wraps(function)
+    async def run(ctx: dict[str, Any], **kwargs: Any) -> Any:
+        beat = asyncio.create_task(_beat(ctx["job"]))
+        try:
+            return await function(ctx, **kwargs)
+        finally:
+            beat.cancel()
+            await asyncio.gather(beat, return_exceptions=True)
+
+    return run
+
+
+async def _beat(job: Job) -> None:
+    while True:
+        await asyncio.sleep(BEAT_SECONDS)
+        try:
+            await job.update()  # SAQ's heartbeat: sets ``touched``, keeps the stored status
+        except Exception as exc:  # Redis away for a moment: the next beat tries again
+            log.warning("job heartbeat failed (%s: %s)", type(exc).__name__, exc, extra={"job": job.function})
+
+
 def cron_jobs() -> list[CronJob[Any]]:
     return [
-        CronJob(spec.function, cron=spec.cron, timeout=spec.timeout_seconds)
+        CronJob(
+            _with_heartbeat(spec.function),
+            cron=spec.cron,
+            timeout=spec.timeout_seconds,
+            heartbeat=HEARTBEAT_SECONDS,
+        )
         for spec in REGISTRY.values()
         if spec.cron is not None
     ]
 
 
 def job_functions() -> list[tuple[str, JobFunction]]:
-    return [(name, spec.function) for name, spec in REGISTRY.items()]
+    return [(name, _with_heartbeat(spec.function)) for name, spec in REGISTRY.items()]

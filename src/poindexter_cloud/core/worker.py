@@ -13,8 +13,11 @@ from poindexter_cloud.core.settings import Settings
 
 
 def build_worker(settings: Settings, resources: Resources | None = None, **options: Any) -> Worker[Any]:
-    """A SAQ worker over the deployment's queue. Without ``resources`` it opens and closes its own."""
+    """A SAQ worker over the deployment's queue. Without ``resources`` it opens and closes its own. It
+    sweeps every ``queue.SWEEP_SECONDS`` (unless ``timers`` says otherwise): a dead worker's jobs are
+    retried once their heartbeat is overdue."""
     queue.load_jobs()
+    options["timers"] = {"sweep": queue.SWEEP_SECONDS, **options.get("timers", {})}
     owned: list[Resources] = []
     running: list[tuple[queue.BackgroundService, asyncio.Task[None]]] = []
 
