@@ -120,7 +120,7 @@ async def test_included_tokens_then_overage_reach_stripe_once_and_the_invoice(bi
     assert (await sync(b, user)).decided == 1  # one output record
     assert await stripe_totals(b, user) == {"input": 0, "output": 100_000}
 
-    await record_usage(b, user, usage(1_000, 2_000, cache_read=10_000))  # all overage
+    last = await record_usage(b, user, usage(1_000, 2_000, cache_read=10_000))  # all overage
     stats = await sync(b, user)
     assert (stats.decided, stats.sent) == (2, 2)
     assert await stripe_totals(b, user) == {"input": 11_000, "output": 102_000}
@@ -133,6 +133,10 @@ async def test_included_tokens_then_overage_reach_stripe_once_and_the_invoice(bi
         ("output", 1, 100_000, "sent"),
         ("output", 2, 2_000, "sent"),
     ]
+    # A meter event names the last request it counted: one id follows a request from the proxy to the bill.
+    assert {
+        r.watermark_request_id for r in await records_of(b, user) if r.seq == 1 and r.meter == "input"
+    } == {last}
 
     # A late event, stored after the sync but created before every other one, takes its place in request
     # order: its 500 tokens are included, so 500 more of the crossing request's output become overage.
