@@ -559,7 +559,7 @@ class Drills:
         armed = [
             ("/anthropic/_control/faults", ai_faults),
             ("/google/_control/faults", {"api": "directory", "status": 503, "count": 1}),
-            # The provisioning adapters give up on a call after 20 s: this one times out.
+            # The provider adapters give up on a call after 20 s: this one times out.
             ("/google/_control/faults", {"api": "directory", "delay_seconds": 21, "count": 1}),
             ("/telnyx/_control/faults", {"path": "/v2/number_orders", "method": "POST", "status": 500}),
             ("/stripe/_control/webhooks", {**STRIPE_RETRIES, "mode": "duplicate"}),

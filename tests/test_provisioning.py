@@ -37,10 +37,10 @@ from poindexter_cloud.core.models import JobHistory
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import service as identities
 from poindexter_cloud.identity.models import Identity, IncomingSms, SignalMessage
+from poindexter_cloud.integrations.telnyx import PROFILE_NAME
 from poindexter_cloud.provisioning import jobs, lifecycle
 from poindexter_cloud.provisioning import service as provisioning
 from poindexter_cloud.provisioning.errors import NotAwaitingCaptcha, NotProvisionable
-from poindexter_cloud.provisioning.telnyx_adapter import PROFILE_NAME
 from poindexter_cloud.sandbox.telnyx.signing import sign
 from poindexter_cloud.webhooks.models import WebhookEvent
 from test_accounts import PASSWORD, audit_actions, bearer, register

@@ -99,6 +99,27 @@ class UsageRecord(msgspec.Struct, frozen=True):
     price_version: str
 
 
+def usage_record(user_id: UUID, event_type: str, key: str, provider: str, at: float) -> UsageRecord:
+    """A metered message (not an AI request): no tokens, no cost, ``key`` fixed by the message so a repeat
+    is stored once."""
+    return UsageRecord(
+        request_id=key,
+        attempt=0,
+        user_id=user_id,
+        api_key_id=None,
+        event_type=event_type,
+        model=None,
+        provider=provider,
+        usage=TokenUsage(),
+        cost_microdollars=0,
+        latency_ms=0,
+        status=0,
+        estimated=False,
+        created_at_us=int(at * 1_000_000),
+        price_version="",
+    )
+
+
 _ENCODER: Final = msgspec.json.Encoder()
 _DECODER: Final = msgspec.json.Decoder(UsageRecord)
 

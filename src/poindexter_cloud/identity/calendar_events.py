@@ -38,8 +38,8 @@ from poindexter_cloud.identity.validation import (
     time_range,
     time_zone,
 )
-from poindexter_cloud.provisioning.errors import ProviderObjectMissing
-from poindexter_cloud.provisioning.google_adapter import GoogleAdapter, GoogleBadRequest
+from poindexter_cloud.integrations.errors import ProviderObjectMissing
+from poindexter_cloud.integrations.google import GoogleAdapter, GoogleBadRequest
 
 SendUpdates = Literal["all", "external_only", "none"]
 GOOGLE_SEND_UPDATES: Final[dict[str, str]] = {"all": "all", "external_only": "externalOnly", "none": "none"}

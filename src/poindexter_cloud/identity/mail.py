@@ -56,8 +56,8 @@ from poindexter_cloud.identity.validation import (
     header_text,
     instant,
 )
-from poindexter_cloud.provisioning.errors import ProviderObjectMissing
-from poindexter_cloud.provisioning.google_adapter import GoogleAdapter, GoogleBadRequest
+from poindexter_cloud.integrations.errors import ProviderObjectMissing
+from poindexter_cloud.integrations.google import GoogleAdapter, GoogleBadRequest
 
 SUMMARY_HEADERS: Final = ["From", "To", "Subject", "Date"]
 REPLY_HEADERS: Final = ["Message-ID", "References", "Subject"]

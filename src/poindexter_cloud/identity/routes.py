@@ -24,12 +24,7 @@ from poindexter_cloud.identity import access, calendar_events, mail, service, si
 from poindexter_cloud.identity.errors import NoIdentity
 from poindexter_cloud.identity.limits import Limiter, Operation
 from poindexter_cloud.identity.models import Identity
-from poindexter_cloud.identity.providers import (
-    IdentityProviders,
-    identity_lifespan,
-    provide_limiter,
-    provide_providers,
-)
+from poindexter_cloud.identity.providers import identity_lifespan, provide_limiter, provide_providers
 from poindexter_cloud.identity.schemas import (
     AttachmentContent,
     DexConfiguration,
@@ -52,6 +47,7 @@ from poindexter_cloud.identity.schemas import (
     SmsPage,
     SmsSend,
 )
+from poindexter_cloud.integrations.clients import ProviderClients
 
 # Sends carry attachments as base64 in JSON: IDENTITY_MAX_ATTACHMENT_BYTES (25 MiB at most) and a third more,
 # and the bodies. A larger body is refused before it is read (413 payload_too_large).
@@ -131,7 +127,7 @@ class EmailController(Controller):
         data: EmailSend,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
     ) -> EmailSent:
         """Send an email from the identity's mailbox (to/cc/bcc, subject, text and/or HTML, attachments,
@@ -145,7 +141,7 @@ class EmailController(Controller):
         principal: Principal,
         uow: UnitOfWork,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
         folder: Literal["inbox", "sent", "trash", "all"] = "inbox",
         q: Annotated[str | None, Parameter(max_length=500, description="Gmail search terms")] = None,
@@ -190,7 +186,7 @@ class EmailController(Controller):
         principal: Principal,
         uow: UnitOfWork,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
     ) -> EmailMessage:
         """One message: its headers, text and HTML bodies, and its attachments' names, types and sizes."""
@@ -205,7 +201,7 @@ class EmailController(Controller):
         attachment_id: str,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
     ) -> AttachmentContent:
         """An attachment's bytes (base64), by the ``attachment_id`` the message lists."""
@@ -219,7 +215,7 @@ class EmailController(Controller):
         message_id: str,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
     ) -> None:
         """Move the message to the trash (Gmail deletes it for good after 30 days)."""
@@ -241,7 +237,7 @@ class CalendarController(Controller):
         self,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
         start: Moment = None,
         end: Moment = None,
@@ -272,7 +268,7 @@ class CalendarController(Controller):
         data: EventCreate,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
         send_updates: SendUpdates = "all",
     ) -> Event:
@@ -286,7 +282,7 @@ class CalendarController(Controller):
         data: EventUpdate,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
         send_updates: SendUpdates = "all",
     ) -> Event:
@@ -302,7 +298,7 @@ class CalendarController(Controller):
         event_id: str,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
         send_updates: SendUpdates = "all",
     ) -> None:
@@ -325,7 +321,7 @@ class SignalController(Controller):
         data: SignalSend,
         principal: Principal,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
     ) -> SignalSent:
         """Send a Signal message (text and/or attachments) to Signal numbers or one group."""
@@ -338,7 +334,7 @@ class SignalController(Controller):
         principal: Principal,
         uow: UnitOfWork,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
         after: Cursor = 0,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
@@ -355,7 +351,7 @@ class SignalController(Controller):
 
     @get("/contacts")
     async def contacts(
-        self, principal: Principal, resources: Resources, providers: IdentityProviders, limiter: Limiter
+        self, principal: Principal, resources: Resources, providers: ProviderClients, limiter: Limiter
     ) -> SignalContacts:
         """The people the account has exchanged messages with, and the groups it is in (their ``id`` is
         what a send's ``group_id`` takes)."""
@@ -370,7 +366,7 @@ class SignalController(Controller):
         principal: Principal,
         uow: UnitOfWork,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
     ) -> AttachmentContent:
         """An attachment of a received message (base64), by the id the message lists."""
@@ -394,7 +390,7 @@ class SmsController(Controller):
         principal: Principal,
         uow: UnitOfWork,
         resources: Resources,
-        providers: IdentityProviders,
+        providers: ProviderClients,
         limiter: Limiter,
     ) -> Sms:
         """Send an SMS (or, with ``media_urls``, an MMS) from the identity's number."""

@@ -1,8 +1,8 @@
 """Identity's rules and queries: finding identities, their status, the messages they receive, their views.
 
-Provisioning writes the progress columns of an identity (``identity.models``) on a row it has locked through
-``get(..., for_update=True)``; everything else about identities goes through the functions here. Never
-commits: the caller's unit of work does.
+Provisioning writes the progress columns of an identity (``Identity``, the row these functions hand out, so
+this module exports it) on a row it has locked through ``get(..., for_update=True)``; everything else about
+identities goes through the functions here. Never commits: the caller's unit of work does.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from poindexter_cloud.identity.models import CountedEmail, Identity, IncomingSms, OutgoingSms, SignalMessage
+from poindexter_cloud.identity.models import CountedEmail, IncomingSms, OutgoingSms, SignalMessage
+from poindexter_cloud.identity.models import Identity as Identity
 from poindexter_cloud.identity.schemas import IdentityView, ProvisioningIssue, StepView
 
 # Statuses in which the identity's resources exist (or are being made) for its subscriber.

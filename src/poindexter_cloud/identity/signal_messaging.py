@@ -44,9 +44,9 @@ from poindexter_cloud.identity.schemas import (
     SignalSent,
 )
 from poindexter_cloud.identity.validation import attachments, phone_number
-from poindexter_cloud.provisioning import signal_adapter
-from poindexter_cloud.provisioning.errors import ProviderError, SignalNotRegistered
-from poindexter_cloud.provisioning.signal_adapter import SignalAdapter
+from poindexter_cloud.integrations import signal as signal_adapter
+from poindexter_cloud.integrations.errors import ProviderError, SignalNotRegistered
+from poindexter_cloud.integrations.signal import SignalAdapter
 
 log = logging.getLogger(__name__)
 

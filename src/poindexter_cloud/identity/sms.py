@@ -26,7 +26,7 @@ from poindexter_cloud.identity.errors import (
 from poindexter_cloud.identity.models import IncomingSms, OutgoingSms
 from poindexter_cloud.identity.schemas import Sms, SmsPage, SmsSend
 from poindexter_cloud.identity.validation import phone_number, sms_text
-from poindexter_cloud.provisioning.telnyx_adapter import TelnyxAdapter, TelnyxRefused
+from poindexter_cloud.integrations.telnyx import TelnyxAdapter, TelnyxRefused
 
 # Telnyx's error codes for a recipient it cannot text, and for a text too long to deliver.
 BAD_RECIPIENT_CODES: Final = frozenset({"40310", "40311", "40300", "10016"})

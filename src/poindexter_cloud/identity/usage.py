@@ -24,9 +24,8 @@ from typing import Final
 
 import msgspec
 
-from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, stream_for
+from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, stream_for, usage_record
 from poindexter_cloud.core.resources import Resources
-from poindexter_cloud.provisioning.inbound import usage_record
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from poindexter_cloud.accounts.service import Accounts
 from poindexter_cloud.cli.common import Subcommands
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import service as identities
-from poindexter_cloud.identity.models import Identity
+from poindexter_cloud.identity.service import Identity
 from poindexter_cloud.provisioning import service
 
 

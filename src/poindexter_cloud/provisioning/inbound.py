@@ -12,8 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from poindexter_cloud.billing.pricing import TokenUsage
-from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord
+from poindexter_cloud.billing.usage_buffer import UsageBuffer, usage_record
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.identity import service as identities
 from poindexter_cloud.identity.service import ReceivedSms
@@ -62,27 +61,6 @@ def redacted(payload: dict[str, Any]) -> dict[str, Any]:
     if isinstance(message, dict):
         message["text"], message["media"] = None, []
     return kept
-
-
-def usage_record(user_id: uuid.UUID, event_type: str, key: str, provider: str, at: float) -> UsageRecord:
-    """A metered message (not an AI request): no tokens, no cost, ``key`` fixed by the message so a repeat
-    is stored once."""
-    return UsageRecord(
-        request_id=key,
-        attempt=0,
-        user_id=user_id,
-        api_key_id=None,
-        event_type=event_type,
-        model=None,
-        provider=provider,
-        usage=TokenUsage(),
-        cost_microdollars=0,
-        latency_ms=0,
-        status=0,
-        estimated=False,
-        created_at_us=int(at * 1_000_000),
-        price_version="",
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,25 +18,24 @@ from datetime import timedelta
 from typing import Any, Final
 
 from poindexter_cloud.billing import service as billing
-from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, stream_for
+from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, stream_for, usage_record
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.metrics import PROVISIONING_STEPS, cached
 from poindexter_cloud.core.queue import background, cron, job
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.identity import service as identities
-from poindexter_cloud.identity.models import Identity
-from poindexter_cloud.provisioning import inbound, lifecycle, service, signal_registration
-from poindexter_cloud.provisioning.errors import (
+from poindexter_cloud.identity.service import Identity
+from poindexter_cloud.integrations.clients import CLIENTS
+from poindexter_cloud.integrations.errors import (
     ProviderError,
     ProviderRefused,
     ProviderUnavailable,
     SignalNotRegistered,
 )
-from poindexter_cloud.provisioning.google_adapter import GoogleAdapter
+from poindexter_cloud.integrations.signal import SignalAdapter
+from poindexter_cloud.provisioning import inbound, lifecycle, service, signal_registration
 from poindexter_cloud.provisioning.lifecycle import Progress, Providers, StepResult
-from poindexter_cloud.provisioning.signal_adapter import SignalAdapter
-from poindexter_cloud.provisioning.telnyx_adapter import TelnyxAdapter
 from poindexter_cloud.webhooks import service as webhooks
 
 log = logging.getLogger(__name__)
@@ -51,45 +50,31 @@ ERROR_TEXT_LIMIT: Final = 500
 Step = Callable[[UnitOfWork, Providers, uuid.UUID], Awaitable[StepResult]]
 
 
-class SharedProviders:
-    """The provider clients of this process, made on first use and shared by every job (making an httpx
-    client costs ~20 ms of CPU, more than most calls take), closed when the worker stops."""
+class _HeldClients:
+    """The worker's hold on the process's provider clients (``integrations.clients``): shared by every job,
+    closed when the worker stops (unless a web role of the same process still holds them)."""
 
     def __init__(self) -> None:
-        self._made: dict[tuple[int, Settings], Providers] = {}
         self._stopped = asyncio.Event()
 
-    async def get(self, settings: Settings) -> Providers:
-        key = (id(asyncio.get_running_loop()), settings)
-        if key not in self._made:
-            google = await GoogleAdapter.for_settings(settings)
-            telnyx, signal = TelnyxAdapter.from_settings(settings), SignalAdapter.from_settings(settings)
-            self._made.setdefault(key, Providers(google, telnyx, signal, settings))
-        return self._made[key]
-
     async def run(self) -> None:
-        await self._stopped.wait()
-        self._stopped.clear()
+        async with CLIENTS.held():
+            await self._stopped.wait()
 
     async def stop(self) -> None:
         self._stopped.set()
-        made, self._made = list(self._made.values()), {}
-        for shared in made:
-            await shared.telnyx.close()
-            await shared.signal.close()
-
-
-SHARED: Final = SharedProviders()
 
 
 @background
-def provider_clients(resources: Resources) -> SharedProviders:
-    """The worker's shared provider clients, closed when it stops."""
-    return SHARED
+def provider_clients(resources: Resources) -> _HeldClients:
+    """The worker's hold on the process's provider clients, released when it stops."""
+    return _HeldClients()
 
 
 async def providers(settings: Settings) -> Providers:
-    return await SHARED.get(settings)
+    """The process's provider clients, as provisioning's steps take them."""
+    clients = CLIENTS.get(settings)
+    return Providers(await clients.google(), clients.telnyx(), clients.signal(), settings)
 
 
 async def _note_error(resources: Resources, user_id: uuid.UUID, step: str, error: ProviderError) -> None:
@@ -294,7 +279,7 @@ async def _receive_all(
                     uow, signal, account.identity_id, account.number
                 )
                 records = [
-                    inbound.usage_record(
+                    usage_record(
                         account.user_id,
                         "signal_received",
                         f"signal:{m.id}",

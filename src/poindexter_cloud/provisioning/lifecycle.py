@@ -32,18 +32,18 @@ from poindexter_cloud.core import audit
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.identity import service as identities
-from poindexter_cloud.identity.models import Identity
-from poindexter_cloud.provisioning import service
-from poindexter_cloud.provisioning.errors import (
+from poindexter_cloud.identity.service import Identity
+from poindexter_cloud.integrations.errors import (
     NumberNotAvailable,
     ProviderError,
     ProviderObjectMissing,
     ProviderRefused,
     ProviderUnavailable,
 )
-from poindexter_cloud.provisioning.google_adapter import GoogleAdapter, UserExists
-from poindexter_cloud.provisioning.signal_adapter import SignalAdapter
-from poindexter_cloud.provisioning.telnyx_adapter import PROFILE_NAME, Number, TelnyxAdapter
+from poindexter_cloud.integrations.google import GoogleAdapter, UserExists
+from poindexter_cloud.integrations.signal import SignalAdapter
+from poindexter_cloud.integrations.telnyx import PROFILE_NAME, Number, TelnyxAdapter
+from poindexter_cloud.provisioning import service
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class Progress(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class Providers:
+    """What a step works with: the process's provider clients (``jobs.providers``) and the settings."""
+
     google: GoogleAdapter
     telnyx: TelnyxAdapter
     signal: SignalAdapter

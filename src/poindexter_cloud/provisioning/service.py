@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from poindexter_cloud.core import audit
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.identity import service as identities
-from poindexter_cloud.identity.models import Identity
+from poindexter_cloud.identity.service import Identity
 from poindexter_cloud.provisioning.errors import IdentityNotFound, NotAwaitingCaptcha, NotProvisionable
 
 SUBSCRIPTION_ENDED: Final = "subscription ended"

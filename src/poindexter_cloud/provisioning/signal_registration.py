@@ -24,9 +24,8 @@ from typing import Final
 from poindexter_cloud.core import audit
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.identity import service as identities
-from poindexter_cloud.identity.models import Identity
-from poindexter_cloud.identity.service import StoredSignalMessage
-from poindexter_cloud.provisioning.errors import (
+from poindexter_cloud.identity.service import Identity, StoredSignalMessage
+from poindexter_cloud.integrations.errors import (
     ProviderRefused,
     ProviderUnavailable,
     SignalAlreadyRegistered,
@@ -35,9 +34,9 @@ from poindexter_cloud.provisioning.errors import (
     SignalNoSession,
     SignalWrongCode,
 )
+from poindexter_cloud.integrations.signal import RECEIVE_BATCH, SignalAdapter
 from poindexter_cloud.provisioning.lifecycle import Providers
 from poindexter_cloud.provisioning.service import restart_signal
-from poindexter_cloud.provisioning.signal_adapter import RECEIVE_BATCH, SignalAdapter
 
 log = logging.getLogger(__name__)
 

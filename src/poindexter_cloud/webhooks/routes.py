@@ -9,7 +9,7 @@ from litestar.status_codes import HTTP_200_OK
 
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.resources import Resources
-from poindexter_cloud.provisioning.telnyx_adapter import webhook_public_key
+from poindexter_cloud.integrations.telnyx import webhook_public_key
 from poindexter_cloud.webhooks import service
 from poindexter_cloud.webhooks.schemas import Acknowledged
 

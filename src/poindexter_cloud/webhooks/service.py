@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from poindexter_cloud.billing.stripe_adapter import verify_webhook
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.metrics import WEBHOOK_EVENTS_PROCESSED, WEBHOOK_EVENTS_RECEIVED, cached
-from poindexter_cloud.provisioning.telnyx_adapter import verify_webhook as verify_telnyx_webhook
+from poindexter_cloud.integrations.telnyx import verify_webhook as verify_telnyx_webhook
 from poindexter_cloud.webhooks.models import WebhookEvent
 
 STRIPE: Final = "stripe"

@@ -30,7 +30,7 @@ import telnyx
 from telnyx.types import available_phone_number_list_params
 
 from poindexter_cloud.core.settings import Settings
-from poindexter_cloud.provisioning.errors import (
+from poindexter_cloud.integrations.errors import (
     InvalidTelnyxSignature,
     NumberNotAvailable,
     ProviderObjectMissing,

@@ -39,7 +39,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
 from poindexter_cloud.core.settings import Settings
-from poindexter_cloud.provisioning.errors import (
+from poindexter_cloud.integrations.errors import (
     ProviderError,
     ProviderObjectMissing,
     ProviderRefused,

@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 
 from poindexter_cloud.core.settings import Settings
-from poindexter_cloud.provisioning.errors import (
+from poindexter_cloud.integrations.errors import (
     ProviderError,
     ProviderRefused,
     ProviderUnavailable,
