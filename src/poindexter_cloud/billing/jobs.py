@@ -13,6 +13,7 @@ from poindexter_cloud.accounts.service import Accounts
 from poindexter_cloud.billing import service, usage_sync
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageDrainer, stream_for
+from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.jobs import GAUGE_SECONDS
 from poindexter_cloud.core.metrics import STRIPE_METER_EVENTS_UNSENT, USAGE_BUFFER_DEPTH, USAGE_BUFFER_LAG
 from poindexter_cloud.core.queue import Every, background, cron, job
@@ -74,32 +75,21 @@ async def process_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
     tell every proxy replica. Idempotent: a processed event is skipped, and reading current state makes
     duplicates and reordered deliveries converge on Stripe's state."""
     resources: Resources = ctx["resources"]
-    provider = webhooks.STRIPE
-    async with resources.unit_of_work() as uow:
-        pending = await webhooks.start_attempt(uow.session, provider, event_id)
-        await uow.commit()
-    if pending is None:
-        return "already processed"
     verifier = ApiKeyVerifier(resources.db, resources.redis, resources.settings)
-    try:
-        async with StripeAdapter.from_settings(resources.settings) as stripe, resources.unit_of_work() as uow:
-            claimed = await webhooks.claim(uow.session, provider, event_id)
-            if claimed is None:
-                return "already processed"
+
+    async def act(uow: UnitOfWork, event: webhooks.PendingEvent) -> tuple[service.Applied, dict[str, Any]]:
+        async with StripeAdapter.from_settings(resources.settings) as stripe:
             applied = await service.apply_stripe_event(
-                uow, Accounts(resources.settings), stripe, resources.settings, claimed.type, claimed.payload
+                uow, Accounts(resources.settings), stripe, resources.settings, event.type, event.payload
             )
-            summary = service.stripe_event_summary(claimed.payload)
-            await webhooks.mark_processed(uow.session, provider, event_id, summary)
-            user_id = applied.user_id
-            if applied.changed and user_id is not None:
-                uow.after_commit(lambda: verifier.announce_user_changed(user_id))  # proxies re-read the plan
-            await uow.commit()
-    except Exception as exc:
-        async with resources.unit_of_work() as uow:
-            await webhooks.record_failure(uow.session, provider, event_id, f"{type(exc).__name__}: {exc}")
-            await uow.commit()
-        raise
+        user_id = applied.user_id
+        if applied.changed and user_id is not None:
+            uow.after_commit(lambda: verifier.announce_user_changed(user_id))  # proxies re-read the plan
+        return applied, service.stripe_event_summary(event.payload)
+
+    applied = await webhooks.process_stored_event(resources, webhooks.STRIPE, event_id, act)
+    if applied is None:
+        return "already processed"
     return applied.note
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import secrets
-from typing import Final, Literal
+from typing import Final, Literal, get_args
 
 from redis.asyncio import Redis
 
@@ -33,16 +33,7 @@ Operation = Literal[
     "sms_send",
     "sms_read",
 ]
-OPERATIONS: Final[tuple[Operation, ...]] = (
-    "email_send",
-    "email_read",
-    "calendar_read",
-    "calendar_write",
-    "signal_send",
-    "signal_read",
-    "sms_send",
-    "sms_read",
-)
+OPERATIONS: Final[tuple[Operation, ...]] = get_args(Operation)
 PREFIX: Final = "poindexter:identity-limits:"
 MINUTE_MS: Final = 60_000
 DAY_MS: Final = 86_400_000

@@ -197,27 +197,16 @@ async def process_telnyx_event(ctx: dict[str, Any], event_id: str) -> str:
     """Act on one stored Telnyx webhook event (``inbound``) and mark it processed, its text removed, in the
     same transaction. Idempotent: a processed event is skipped."""
     resources: Resources = ctx["resources"]
-    provider = webhooks.TELNYX
-    async with resources.unit_of_work() as uow:
-        pending = await webhooks.start_attempt(uow.session, provider, event_id)
-        await uow.commit()
-    if pending is None:
-        return "already processed"
     usage = UsageBuffer(resources.redis, stream_for(resources.settings.queue_name))
     p = await providers(resources.settings)
-    try:
-        async with resources.unit_of_work() as uow:
-            claimed = await webhooks.claim(uow.session, provider, event_id)
-            if claimed is None:
-                return "already processed"
-            applied = await inbound.apply(uow, p, usage, claimed.type, claimed.payload)
-            await webhooks.mark_processed(uow.session, provider, event_id, inbound.redacted(claimed.payload))
-            await uow.commit()
-    except Exception as exc:
-        async with resources.unit_of_work() as uow:
-            await webhooks.record_failure(uow.session, provider, event_id, f"{type(exc).__name__}: {exc}")
-            await uow.commit()
-        raise
+
+    async def act(uow: UnitOfWork, event: webhooks.PendingEvent) -> tuple[inbound.Applied, dict[str, Any]]:
+        applied = await inbound.apply(uow, p, usage, event.type, event.payload)
+        return applied, inbound.redacted(event.payload)
+
+    applied = await webhooks.process_stored_event(resources, webhooks.TELNYX, event_id, act)
+    if applied is None:
+        return "already processed"
     if applied.note == "signal code" and applied.user_id is not None:
         await _set_profile_soon(resources, p, applied.user_id)
     return applied.note

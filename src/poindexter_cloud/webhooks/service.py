@@ -9,10 +9,10 @@ the row, acts, and marks it processed in its own transaction. Never commits: the
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert
@@ -21,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from poindexter_cloud.billing.stripe_adapter import verify_webhook
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.metrics import WEBHOOK_EVENTS_PROCESSED, WEBHOOK_EVENTS_RECEIVED, cached
+from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.integrations.telnyx import verify_webhook as verify_telnyx_webhook
 from poindexter_cloud.webhooks.models import WebhookEvent
 
@@ -145,3 +146,36 @@ async def _update(session: AsyncSession, provider: str, event_id: str, outcome: 
     )
     for event_type in updated.scalars():
         _processed(provider, event_type, outcome).inc()
+
+
+Outcome = TypeVar("Outcome")
+# Acts on one claimed event in the processing transaction: what it did, and what the stored payload becomes.
+Act = Callable[[UnitOfWork, PendingEvent], Awaitable[tuple[Outcome, dict[str, Any]]]]
+
+
+async def process_stored_event(
+    resources: Resources, provider: str, event_id: str, act: Act[Outcome]
+) -> Outcome | None:
+    """Process one stored event at most once (the processing jobs of every provider): count the attempt,
+    claim the event, let ``act`` do the provider's work and mark the event processed (keeping what ``act``
+    says) in one transaction. On an error, record it and re-raise so the job retries. None if the event
+    was already processed."""
+    async with resources.unit_of_work() as uow:
+        pending = await start_attempt(uow.session, provider, event_id)
+        await uow.commit()
+    if pending is None:
+        return None
+    try:
+        async with resources.unit_of_work() as uow:
+            claimed = await claim(uow.session, provider, event_id)
+            if claimed is None:
+                return None
+            outcome, kept = await act(uow, claimed)
+            await mark_processed(uow.session, provider, event_id, kept)
+            await uow.commit()
+    except Exception as exc:
+        async with resources.unit_of_work() as uow:
+            await record_failure(uow.session, provider, event_id, f"{type(exc).__name__}: {exc}")
+            await uow.commit()
+        raise
+    return outcome
