@@ -1080,6 +1080,10 @@ async def test_the_typed_client_speaks_every_part_and_hands_out_ai_clients_on_th
 async def test_every_operation_rolls_into_the_months_usage(env: Env, dex: Dex) -> None:
     """One of each operation (and whatever the tests before did), as sync_usage's rollup counts it."""
     kinds = ("email_sent", "email_received", "signal_sent", "signal_received", "sms_sent", "sms_received")
+
+    async def counts() -> dict[str, int]:
+        return {kind: await usage_count(env, dex.user["id"], kind) for kind in kinds}
+
     tag = uuid.uuid4().hex[:8]
     assert (
         await dex.api.post("/v1/email/send", json={"to": ["g@example.net"], "text": tag})
@@ -1098,10 +1102,14 @@ async def test_every_operation_rolls_into_the_months_usage(env: Env, dex: Dex) -
     await env.sandbox.post("/telnyx/_control/inbound", json={"from": OUTSIDER, "to": dex.number, "text": tag})
 
     async def drained() -> dict[str, int]:
-        counts = {kind: await usage_count(env, dex.user["id"], kind) for kind in kinds}
-        return counts if all(counts.values()) else {}
+        """Every kind counted, and nothing more arriving (earlier tests' events drain too)."""
+        seen = await counts()
+        if not all(seen.values()):
+            return {}
+        await asyncio.sleep(1.5)  # longer than a drain pass (its 1 s block and 0.2 s gather)
+        return seen if await counts() == seen else {}
 
-    events = await eventually(drained)
+    events = await eventually(drained, within=20)
     async with env.w.resources.db.sessions() as session:
         await usage_sync.rollup_monthly(session, usage_sync.month_of(datetime.now(UTC)), dex.user["id"])
         await session.commit()

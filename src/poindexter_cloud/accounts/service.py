@@ -115,7 +115,9 @@ class Accounts:
         user = await self._user_by_email(session, email)
         hash_to_check = user.password_hash if user is not None and user.status != "deleted" else None
         if not passwords.verify_password(hash_to_check, password) or user is None:
-            audit.record(session, "auth.login_failed", subject=user.id if user else None, ip=client.ip)
+            # A deleted account is no account: its failures are not tied to it (erasure may be under way).
+            subject = user.id if user is not None and user.status != "deleted" else None
+            audit.record(session, "auth.login_failed", subject=subject, ip=client.ip)
             raise InvalidCredentials("The email or password is not right.")
         if user.status == "suspended":
             audit.record(session, "auth.login_refused_suspended", subject=user.id, ip=client.ip)
