@@ -254,6 +254,15 @@ async def test_directory_users_insert_list_suspend_delete(google: Workspace) -> 
     assert restored["suspended"] is False
     assert (await call(google.gmail(DEX_A).users().getProfile(userId="me")))["emailAddress"] == DEX_A
 
+    # A refused change changes nothing, not even the parts of it that were valid.
+    for refused in ({"primaryEmail": f"renamed@{DOMAIN}", "name": {"givenName": ""}}, {"emails": 1}):
+        with pytest.raises(HttpError) as failure:
+            await call(users.patch(userKey=DEX_A, body=refused))
+        assert failure.value.status_code == 400
+    unchanged = await call(users.get(userKey=created["id"]))
+    assert (unchanged["primaryEmail"], unchanged["name"]["givenName"]) == (DEX_A, "Dex")
+    assert "aliases" not in unchanged
+
     with pytest.raises(HttpError) as failure:
         await call(google.directory(DEX_A).users().get(userKey=ADMIN))
     assert failure.value.status_code == 403
@@ -355,7 +364,12 @@ async def test_gmail_thread_replies(google: Workspace) -> None:
 async def test_gmail_inbound_mail_search_and_paging(google: Workspace) -> None:
     await google.add_user(DEX_A)
     specs = [
-        {"from": "Alice <alice@example.org>", "subject": "Invoice 42", "text": "Please pay."},
+        {
+            "from": "Alice <alice@example.org>",
+            "subject": "Invoice 42",
+            "text": "Please pay.",
+            "message_id": "<Invoice-42@example.org>",
+        },
         {"from": "bob@example.net", "subject": "Hello", "html": "<p>Just saying <i>hi</i></p>"},
         {
             "from": "alice@example.org",
@@ -383,6 +397,8 @@ async def test_gmail_inbound_mail_search_and_paging(google: Workspace) -> None:
     assert await ids(q="hi -from:alice") == [injected[1]]
     assert await ids(q="pay OR attached") == [injected[2], injected[0]]
     assert await ids(q="invoic") == []
+    assert await ids(q="rfc822msgid:invoice-42@example.org") == [injected[0]]
+    assert await ids(q="rfc822msgid:<Invoice-42@example.org>") == [injected[0]]
     paged: list[str] = []
     token = None
     for _ in range(3):
@@ -522,6 +538,10 @@ async def test_calendar_times_across_zones(google: Workspace) -> None:
     with pytest.raises(HttpError) as failure:
         await call(events.list(calendarId="primary", orderBy="startTime"))
     assert failure.value.status_code == 400
+    with pytest.raises(HttpError) as failure:
+        bad_status = {**timed("2024-03-05T09:00:00Z", "2024-03-05T10:00:00Z", "UTC", "?"), "status": ["x"]}
+        await call(events.insert(calendarId="primary", body=bad_status))
+    assert error_of(failure)["message"] == "Invalid event status."
 
 
 async def test_calendar_update_patch_move_delete_and_invitations(google: Workspace) -> None:

@@ -269,6 +269,21 @@ async def test_release_returns_the_number_to_the_inventory(client: telnyx.AsyncT
     assert [n.phone_number for n in on_sale.data or []] == [number.phone_number]
 
 
+async def test_malformed_number_requests_are_telnyx_errors_not_crashes(
+    client: telnyx.AsyncTelnyx, sandbox_server: RunningServer
+) -> None:
+    with pytest.raises(telnyx.UnprocessableEntityError) as refused:
+        await client.number_orders.create(phone_numbers=[{"phone_number": 13125550111}])  # type: ignore[typeddict-item]
+    error = refused.value.body["errors"][0]  # type: ignore[index]
+    assert error["code"] == "10016" and error["source"]["pointer"] == "/phone_numbers/0/phone_number"
+    # A parameter given twice (which the SDK never sends) is a list: refused like any other bad sort.
+    async with httpx.AsyncClient(base_url=f"{sandbox_server.url}/telnyx/v2") as http:
+        twice = await http.get(
+            "/phone_numbers?sort=phone_number&sort=purchased_at", headers={"Authorization": f"Bearer {KEY}"}
+        )
+    assert twice.status_code == 422 and twice.json()["errors"][0]["code"] == "10015"
+
+
 # ---------------------------------------------------------------------------------------------- messaging
 
 
@@ -331,6 +346,20 @@ async def test_sending_an_sms_is_queued_then_sent_and_finalized(
     assert shown is not None and shown.to and shown.to[0].status == "delivered"  # type: ignore[union-attr]
     left = (await control.get("/state")).json()["off_network_messages"]
     assert [(m["id"], m["text"]) for m in left] == [(sent.id, "Hello from Dex")]
+
+
+async def test_an_sms_of_more_than_ten_parts_is_refused(client: telnyx.AsyncTelnyx) -> None:
+    dex = await profile(client)
+    number = await buy(client, profile_id=dex.id)
+    for text, encoding in (("a" * 1530, "GSM-7"), ("\u0434" * 670, "UCS-2")):  # 10 x 153, 10 x 67
+        sent = (await client.messages.send(from_=number.phone_number, to=OFF_NET, text=text)).data
+        assert sent is not None and (sent.parts, sent.encoding) == (10, encoding)
+    for text in ("a" * 1531, "\u0434" * 671, "{" * 766):  # an escaped GSM-7 character takes two
+        with pytest.raises(telnyx.BadRequestError) as refused:
+            await client.messages.send(from_=number.phone_number, to=OFF_NET, text=text)
+        error = refused.value.body["errors"][0]  # type: ignore[index]
+        assert (error["code"], error["title"]) == ("40302", "Message too large")
+        assert error["detail"] == "The SMS message would be divided into 11 parts. The maximum is 10."
 
 
 async def test_a_message_to_another_number_of_the_account_arrives_inbound(

@@ -153,7 +153,7 @@ def apply_fields(event: Event, body: dict[str, Any], *, replace: bool) -> None:
         raise GoogleError(
             501, "sandbox: recurring events are not simulated", reason="notImplemented", status=False
         )
-    if "status" in body and body["status"] not in STATUSES:
+    if "status" in body and not (isinstance(body["status"], str) and body["status"] in STATUSES):
         raise bad("Invalid event status.")
     if replace:
         event.fields = {}

@@ -208,6 +208,8 @@ def _check_fields(body: dict[str, Any]) -> None:
     for key in _BOOLEANS:
         if key in body and not isinstance(body[key], bool):
             raise invalid(f"Invalid value at 'resource.{key}' (TYPE_BOOL), {body[key]!r}")
+    if body.get("emails") is not None and not isinstance(body["emails"], list):
+        raise invalid("Invalid Input: emails")
     if "name" in body and not isinstance(body["name"], dict):
         raise invalid(
             "Invalid value at 'resource.name' (type.googleapis.com/google.admin.directory.v1.UserName)"
@@ -219,16 +221,18 @@ def _check_fields(body: dict[str, Any]) -> None:
 
 
 def _apply(user: User, body: dict[str, Any]) -> None:
-    """Write the fields present in ``body`` (validated already) onto ``user``: patch semantics, which the
-    Directory API's update (PUT) has too."""
-    name = body.get("name")
-    if isinstance(name, dict):
-        user.given_name = _name_part(name, "givenName", user.given_name)
-        user.family_name = _name_part(name, "familyName", user.family_name)
-        if isinstance(name.get("displayName"), str):
-            user.display_name = name["displayName"]
-    if "password" in body:
-        user.password = _check_password(body)
+    """Write the fields present in ``body`` (checked by ``_check_fields``) onto ``user``: patch semantics,
+    which the Directory API's update (PUT) has too. The name and password are checked before anything is
+    written, so a refused request changes nothing."""
+    name: dict[str, Any] = body["name"] if isinstance(body.get("name"), dict) else {}
+    given = _name_part(name, "givenName", user.given_name)
+    family = _name_part(name, "familyName", user.family_name)
+    password = _check_password(body) if "password" in body else None
+    user.given_name, user.family_name = given, family
+    if isinstance(name.get("displayName"), str):
+        user.display_name = name["displayName"]
+    if password is not None:
+        user.password = password
         user.hash_function = body.get("hashFunction")
     if "suspended" in body and body["suspended"] != user.suspended:
         user.suspended = body["suspended"]
@@ -271,8 +275,7 @@ async def insert_user(request: Request[Any, Any, Any]) -> Response[bytes]:
     if "primaryEmail" not in body:
         raise invalid("Invalid Input: primary_user_email")
     email = _check_email(body["primaryEmail"], current=None)
-    name = body.get("name") if isinstance(body.get("name"), dict) else {}
-    assert isinstance(name, dict)
+    name: dict[str, Any] = body["name"] if isinstance(body.get("name"), dict) else {}
     user = User(
         id=numeric_id(),
         primary_email=email,
@@ -401,11 +404,10 @@ async def _update(request: Request[Any, Any, Any], user_key: str, method: str) -
     user = _user(user_key)
     body = await json_body(request)
     _check_fields(body)
-    if "primaryEmail" in body:
-        email = _check_email(body["primaryEmail"], current=user)
-        if email != user.primary_email:
-            STATE.rename_user(user, email)
+    email = _check_email(body["primaryEmail"], current=user) if "primaryEmail" in body else None
     _apply(user, body)
+    if email is not None and email != user.primary_email:
+        STATE.rename_user(user, email)
     return answer(render(user))
 
 

@@ -22,7 +22,9 @@ from zoneinfo import ZoneInfo
 
 from .mime import Facts
 
-_TOKEN: Final = re.compile(r'-?(?:[A-Za-z_]+:)?(?:"[^"]*"|\([^)]*\)|\{[^}]*\}|[^\s(){}"]+)')
+# An operator's name is letters, digits and underscores, beginning with a letter (``rfc822msgid``).
+_OPERATOR: Final = r"[A-Za-z][A-Za-z0-9_]*"
+_TOKEN: Final = re.compile(r"-?(?:" + _OPERATOR + r':)?(?:"[^"]*"|\([^)]*\)|\{[^}]*\}|[^\s(){}"]+)')
 _PACIFIC: Final = ZoneInfo("America/Los_Angeles")
 _UNITS: Final = {"h": 3600, "d": 86400, "m": 30 * 86400, "y": 365 * 86400}
 _SIZES: Final = {"": 1, "k": 1024, "m": 1024 * 1024}
@@ -175,7 +177,7 @@ def _term(token: str, me: str, now_ms: int) -> tuple[Test, bool]:
     """(test, asks for Trash/Spam) of one token."""
     negated = token.startswith("-") and len(token) > 1
     body = token[1:] if negated else token
-    match = re.match(r"^([A-Za-z_]+):(.+)$", body, re.DOTALL)
+    match = re.match(rf"^({_OPERATOR}):(.+)$", body, re.DOTALL)
     test: Test | None = None
     wants_bins = False
     if match is not None:

@@ -13,7 +13,8 @@ Wire behaviour (``api.py``): ``Authorization: Bearer KEY...`` (else 401 ``10009`
 "title", "detail", "source": {"pointer"}?, "meta": {"url"}}]}`` with Telnyx's codes (404 ``10005`` for
 unknown objects and URLs, 422 ``10004`` missing parameter, ``10015`` bad request, ``10016`` not E.164,
 ``10017`` unknown associated object, ``10021`` resource in use, 400 ``10023`` invalid JSON, ``40305`` /
-``40310`` bad from / to on messages); ``x-request-id`` on every answer; ``Idempotency-Key`` on sending.
+``40310`` bad from / to on messages, ``40302`` an SMS of more than 10 parts); ``x-request-id`` on every
+answer; ``Idempotency-Key`` on sending.
 
 Endpoints (under ``/telnyx``):
 
@@ -40,9 +41,9 @@ Endpoints (under ``/telnyx``):
   ``whitelisted_destinations`` is stored, not enforced.
 * ``POST /v2/messages`` (and ``/long_code``, ``/number_pool``): ``from`` (an active number of the account
   in a messaging profile; or ``messaging_profile_id`` alone, which picks one of its numbers), ``to``
-  (E.164, or a list of one), ``text`` and/or ``media_urls``, ``subject``, ``webhook_url``,
-  ``webhook_failover_url``, ``use_profile_webhooks``, ``tags``; answers the message ``queued`` with parts,
-  encoding and cost. ``GET /v2/messages/{id}`` shows its current state.
+  (E.164, or a list of one), ``text`` (as an SMS, at most 10 parts) and/or ``media_urls``, ``subject``,
+  ``webhook_url``, ``webhook_failover_url``, ``use_profile_webhooks``, ``tags``; answers the message
+  ``queued`` with parts, encoding and cost. ``GET /v2/messages/{id}`` shows its current state.
 
 The world around it (``network.py``): outbound messages go ``sent`` then ``delivered``, with
 ``message.sent`` and ``message.finalized`` webhooks; a message to another active number of the account

@@ -84,10 +84,11 @@ class Call:
         return value if isinstance(value, dict) else {}
 
 
-def e164(value: str | None, param: str) -> str:
-    if not value:
+def e164(value: Any, param: str) -> str:
+    """``value`` (a request's phone number, of whatever JSON type) as an E.164 string, else Telnyx's error."""
+    if value is None or value == "":
         raise missing(param)
-    if not E164.match(value):
+    if not isinstance(value, str) or not E164.match(value):
         raise not_e164(param)
     return value
 

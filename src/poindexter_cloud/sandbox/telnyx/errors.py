@@ -78,6 +78,15 @@ def invalid_to() -> TelnyxError:
     )
 
 
+def message_too_large(parts: int, maximum: int) -> TelnyxError:
+    return TelnyxError(
+        400,
+        "40302",
+        "Message too large",
+        f"The SMS message would be divided into {parts} parts. The maximum is {maximum}.",
+    )
+
+
 def not_available(phone_number: str, pointer: str) -> TelnyxError:
     return TelnyxError(
         422,

@@ -12,6 +12,7 @@ from .errors import (
     invalid,
     invalid_from,
     invalid_to,
+    message_too_large,
     missing,
     missing_association,
     not_found,
@@ -40,6 +41,9 @@ PASSIVE_SETTINGS: Final = (
     "redaction_level",
 )
 WEBHOOK_API_VERSIONS: Final = ("1", "2", "2010-04-01")
+# Carriers take concatenated SMS of at most 10 parts (1,530 GSM-7 or 670 UCS-2 characters); Telnyx refuses a
+# longer one with 40302 unless the profile chunks it (``auto_chunk_long_messages``, not simulated).
+MAX_SMS_PARTS: Final = 10
 
 
 def get_profile(profile_id: str) -> MessagingProfile:
@@ -159,6 +163,8 @@ def send_message(call: Call, _: re.Match[str]) -> dict[str, Any]:
     media_urls = call.strings("media_urls") or []
     if not text and not media_urls:
         raise missing("text")
+    if not media_urls and (parts := render.parts(text)) > MAX_SMS_PARTS:
+        raise message_too_large(parts, MAX_SMS_PARTS)
     sender = call.text("from")
     profile_id = call.text("messaging_profile_id")
     if sender:

@@ -77,17 +77,12 @@ def create_order(call: Call, _: re.Match[str]) -> dict[str, Any]:
         customer_reference=call.text("customer_reference") or None,
     )
     for number in wanted:
-        available = inventory.lookup(number)
-        assert available is not None
         record = PhoneNumber(
             id=new_numeric_id(),
             phone_number=number,
             created_at=now,
             purchased_at=now,
             updated_at=now,
-            order_id=order.id,
-            locality=available.area.locality,
-            administrative_area=available.area.state,
             messaging_profile_id=profile_id,
             connection_id=order.connection_id,
             billing_group_id=order.billing_group_id,
@@ -175,8 +170,8 @@ def list_numbers(call: Call, _: re.Match[str]) -> dict[str, Any]:
     sort = call.query.get("sort")
     if sort is None:
         numbers.sort(key=lambda n: n.created_at, reverse=True)
-    elif sort in SORT_KEYS:
-        numbers.sort(key=SORT_KEYS[str(sort)])
+    elif isinstance(sort, str) and sort in SORT_KEYS:
+        numbers.sort(key=SORT_KEYS[sort])
     else:
         raise invalid("sort", f"sort must be one of {', '.join(SORT_KEYS)}.")
     return page(call, numbers, lambda n: render.phone_number(state, n))

@@ -55,9 +55,6 @@ class PhoneNumber:
     created_at: str
     purchased_at: str
     updated_at: str
-    order_id: str
-    locality: str
-    administrative_area: str
     messaging_profile_id: str | None = None
     connection_id: str | None = None
     billing_group_id: str | None = None
