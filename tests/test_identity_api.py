@@ -660,6 +660,12 @@ async def test_each_key_has_its_own_per_operation_limit_with_retry_after(env: En
         assert 1 <= int(refused.headers["retry-after"]) <= 60
         assert error["details"]["operation"] == "sms_send" and error["details"]["per_minute"] == 10
         assert (await api.get("/v1/sms/messages")).status_code == 200  # another operation: its own limit
+        for _ in range(30):  # Basic: 30 calendar writes a minute; none of these malformed ones counts
+            error_of(await api.delete("/v1/calendar/events/bad$id"), 400, "invalid_id")
+        made = await api.post("/v1/calendar/events", json=DAY, params={"send_updates": "none"})
+        assert made.status_code == 201, made.text
+        gone = await api.delete(f"/v1/calendar/events/{made.json()['id']}", params={"send_updates": "none"})
+        assert gone.status_code == 204, gone.text
     # The subscriber's other key is not held back by this one.
     assert (
         await dex.api.post("/v1/sms/send", json={"to": OUTSIDER, "text": "still fine"})

@@ -33,12 +33,14 @@ from conftest import Billing, RunningServer, eventually
 from poindexter_cloud.accounts.models import User
 from poindexter_cloud.billing import service as billing_service
 from poindexter_cloud.billing.models import Subscription, UsageEvent
+from poindexter_cloud.billing.usage_buffer import UsageBuffer, stream_for
 from poindexter_cloud.core.models import JobHistory
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import service as identities
 from poindexter_cloud.identity.models import Identity, IncomingSms, SignalMessage
+from poindexter_cloud.integrations.errors import ProviderUnavailable
 from poindexter_cloud.integrations.telnyx import PROFILE_NAME
-from poindexter_cloud.provisioning import jobs, lifecycle
+from poindexter_cloud.provisioning import inbound, jobs, lifecycle
 from poindexter_cloud.provisioning import service as provisioning
 from poindexter_cloud.provisioning.errors import NotAwaitingCaptcha, NotProvisionable
 from poindexter_cloud.sandbox.telnyx.signing import sign
@@ -391,6 +393,27 @@ async def test_a_number_ordered_but_not_recorded_is_adopted_not_bought_twice(
     assert len(await w.orders_of(identity)) == 1
 
 
+async def test_a_number_order_that_fails_on_the_wire_is_left_to_the_job_not_placed_again(
+    world: World,
+) -> None:
+    """Telnyx dedupes no number order, so the adapter never repeats one: a repeat of an order whose answer
+    was lost would find the number sold (to us) and buy another. The failure goes to the job instead, whose
+    next attempt adopts what is held under the identity's reference (the test above)."""
+    w = world
+    p = await jobs.providers(w.resources.settings)
+    reference = str(uuid.uuid4())
+    [wanted, *_] = await p.telnyx.search_numbers(w.resources.settings.telnyx_number_country, None)
+    fault = {"path": "/v2/number_orders", "method": "POST", "status": 500, "count": 1}
+    assert (await w.sandbox.post("/telnyx/_control/faults", json=fault)).status_code == 200
+    try:
+        with pytest.raises(ProviderUnavailable):
+            await p.telnyx.order_number(wanted, reference)
+    finally:
+        await w.sandbox.delete("/telnyx/_control/faults")
+    placed = await w.telnyx.number_orders.list(filter={"customer_reference": reference})
+    assert placed.data == []
+
+
 async def _order_done(w: World, order_id: str) -> bool:
     order = (await w.telnyx.number_orders.retrieve(order_id)).data
     return order is not None and order.status == "success"
@@ -500,8 +523,8 @@ async def test_a_captcha_demand_waits_for_an_operator_who_completes_it_from_the_
     demand = await w.sandbox.post("/signal/_control/captcha", json={"number": identity.phone_number})
     assert demand.status_code == 200
     await jobs.provision_identity(ctx(w), str(user["id"]))
-    waiting = await becomes(w, user["id"], status="active", signal_state="captcha_required")
-    assert waiting.signal_registered is False and identity.phone_number not in await w.signal_accounts()
+    await becomes(w, user["id"], status="active", signal_state="captcha_required")
+    assert identity.phone_number not in await w.signal_accounts()
 
     listed = (await w.b.web.get("/v1/admin/provisioning", headers=bearer(admin))).json()
     assert ("signal_captcha", str(user["id"])) in {
@@ -520,6 +543,31 @@ async def test_a_captcha_demand_waits_for_an_operator_who_completes_it_from_the_
     with pytest.raises(NotAwaitingCaptcha):
         async with w.resources.unit_of_work() as uow:
             await provisioning.submit_signal_captcha(uow, user["id"], CAPTCHA)
+
+
+async def test_the_signal_profile_is_set_even_if_the_code_sms_job_dies_right_after_its_commit(
+    world: World,
+) -> None:
+    w = world
+    user = await comp_user(w, start=False)
+    await run_steps(w, user["id"], STEPS.index("start_signal"))
+    await w.sandbox.post("/telnyx/_control/webhooks", json={"mode": "hold"})  # the code SMS waits with Telnyx
+    try:
+        await jobs.provision_identity(ctx(w), str(user["id"]))
+        identity = await becomes(w, user["id"], signal_state="awaiting_code")
+        assert identity.phone_number is not None
+        code = (await w.signal_state(identity.phone_number))["pending_code"]
+        sms = json.loads(_inbound_event(identity.phone_number, f"Your Signal code: {code[:3]}-{code[3:]}"))
+        # What process_telnyx_event's transaction does with that SMS; the job dies once it has committed.
+        p = await jobs.providers(w.resources.settings)
+        usage = UsageBuffer(w.resources.redis, stream_for(w.resources.settings.queue_name))
+        async with w.resources.unit_of_work() as uow:
+            assert await inbound.apply(uow, p, usage, "message.received", sms) == "signal code"
+            await uow.commit()
+        await ready(w, user["id"])  # registered, and its profile set by a job the commit asked for
+    finally:
+        await w.sandbox.post("/telnyx/_control/webhooks", json={"mode": "normal"})
+        await w.sandbox.post("/telnyx/_control/webhooks/flush")  # an ordinary SMS by now
 
 
 async def test_signal_rate_limits_are_retried_with_backoff_until_the_time_limit(world: World) -> None:

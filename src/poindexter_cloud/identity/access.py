@@ -10,9 +10,13 @@ while a payment fails, except the mailbox, which Google holds suspended.
 
 from __future__ import annotations
 
+import functools
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.accounts.auth import Principal
 from poindexter_cloud.billing import service as billing
@@ -28,7 +32,7 @@ from poindexter_cloud.identity.errors import (
     NoIdentity,
     SubscriptionRequired,
 )
-from poindexter_cloud.identity.limits import OPERATIONS
+from poindexter_cloud.identity.limits import OPERATIONS, Limiter, Operation
 from poindexter_cloud.identity.models import Identity
 from poindexter_cloud.identity.schemas import (
     DexConfiguration,
@@ -44,9 +48,6 @@ from poindexter_cloud.identity.schemas import (
 from poindexter_cloud.identity.validation import MAX_EMAIL_RECIPIENTS, MAX_SMS_SEGMENTS
 
 Part = Literal["email", "phone", "signal"]
-# Takes the call from the key's limit for its operation; a service awaits it once the request passed its
-# own checks.
-Admit = Callable[[], Awaitable[None]]
 REMOVING: Final = frozenset({"deprovisioning", "deleted"})
 # The provisioning steps (identity.service.steps) each part is made of.
 PART_STEPS: Final[dict[Part, tuple[str, ...]]] = {
@@ -101,19 +102,15 @@ def plan_of(entitlement: billing.Entitlement) -> Plan:
 
 @dataclass(frozen=True, slots=True)
 class Caller:
-    """The caller, their identity (as read at the start of the request) and what their plan allows."""
+    """The caller, their identity (as read at the start of the request) and what their plan allows.
+
+    ``admit`` takes the call from the key's limit for its operation: the service awaits it once the request
+    has passed its own checks, so a refused request takes nothing from the limit."""
 
     principal: Principal
     identity: Identity
     entitlement: billing.Entitlement
-
-    @property
-    def plan(self) -> Plan:
-        return plan_of(self.entitlement)
-
-    @property
-    def limits(self) -> IdentityLimits:
-        return self.plan.identity_limits
+    admit: Callable[[], Awaitable[None]]
 
     @property
     def mailbox(self) -> str:
@@ -153,15 +150,29 @@ class Caller:
             )
 
 
-async def caller(resources: Resources, principal: Principal) -> Caller:
-    """The caller's identity and entitlement, read in a short session of their own (no connection is held
-    while a provider answers); ``no_identity`` before a subscription starts provisioning one."""
+async def identity_of(session: AsyncSession, user_id: uuid.UUID) -> Identity:
+    """The user's identity; ``no_identity`` before a subscription starts provisioning one."""
+    identity = await service.get(session, user_id)
+    if identity is None:
+        raise NoIdentity("There is no identity yet: it is provisioned once a subscription is paid.")
+    return identity
+
+
+async def caller(
+    resources: Resources, principal: Principal, limiter: Limiter, part: Part, operation: Operation
+) -> Caller:
+    """The caller of ``operation`` on ``part`` of their identity: identity and entitlement read in a short
+    session of their own (no connection is held while a provider answers), the part checked (a send: the
+    subscription paid too), and the call's admission under the key's limit."""
     async with resources.db.sessions() as session:
-        identity = await service.get(session, principal.user_id)
-        if identity is None:
-            raise NoIdentity("There is no identity yet: it is provisioned once a subscription is paid.")
+        identity = await identity_of(session, principal.user_id)
         entitlement = await billing.entitlement(session, principal.user_id)
-    return Caller(principal, identity, entitlement)
+    limits = plan_of(entitlement).identity_limits
+    found = Caller(
+        principal, identity, entitlement, functools.partial(limiter.take, principal, limits, operation)
+    )
+    found.require(part, sending=operation.endswith("_send"))
+    return found
 
 
 # --- views --------------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Final, Literal
 
-from poindexter_cloud.identity.access import Admit, Caller
+from poindexter_cloud.identity.access import Caller
 from poindexter_cloud.identity.errors import (
     EventNotFound,
     InvalidCursor,
@@ -154,6 +154,7 @@ async def list_events(
     time_range(low, high, "start", "end")
     if zone is not None:
         time_zone(zone, "time_zone")
+    await caller.admit()
     try:
         page = await google.list_events(
             caller.mailbox,
@@ -172,7 +173,7 @@ async def list_events(
 
 
 async def create(
-    google: GoogleAdapter, caller: Caller, request: EventCreate, send_updates: SendUpdates, admit: Admit
+    google: GoogleAdapter, caller: Caller, request: EventCreate, send_updates: SendUpdates
 ) -> Event:
     event_range(_moment(request.start, "start"), _moment(request.end, "end"))
     body = {
@@ -181,7 +182,7 @@ async def create(
         "end": _google_time(request.end),
         "attendees": _attendees(request.attendees),
     }
-    await admit()
+    await caller.admit()
     try:
         made = await google.insert_event(caller.mailbox, body, send_updates=GOOGLE_SEND_UPDATES[send_updates])
     except GoogleBadRequest as error:
@@ -195,7 +196,6 @@ async def update(
     identifier: str,
     request: EventUpdate,
     send_updates: SendUpdates,
-    admit: Admit,
 ) -> Event:
     """Change the fields given; a new start or end is checked against the other when both are given, and by
     Google against the stored one otherwise."""
@@ -210,11 +210,11 @@ async def update(
         body["end"] = _google_time(request.end)
     if request.attendees is not None:
         body["attendees"] = _attendees(request.attendees)
-    event_id(identifier)
-    await admit()
+    checked = event_id(identifier)
+    await caller.admit()
     try:
         changed = await google.patch_event(
-            caller.mailbox, event_id(identifier), body, send_updates=GOOGLE_SEND_UPDATES[send_updates]
+            caller.mailbox, checked, body, send_updates=GOOGLE_SEND_UPDATES[send_updates]
         )
     except ProviderObjectMissing:
         raise EventNotFound(f"The calendar has no event {identifier}.") from None
@@ -224,9 +224,9 @@ async def update(
 
 
 async def delete(google: GoogleAdapter, caller: Caller, identifier: str, send_updates: SendUpdates) -> None:
+    checked = event_id(identifier)
+    await caller.admit()
     try:
-        await google.delete_event(
-            caller.mailbox, event_id(identifier), send_updates=GOOGLE_SEND_UPDATES[send_updates]
-        )
+        await google.delete_event(caller.mailbox, checked, send_updates=GOOGLE_SEND_UPDATES[send_updates])
     except (ProviderObjectMissing, GoogleBadRequest):
         raise EventNotFound(f"The calendar has no event {identifier} (or it was deleted already).") from None

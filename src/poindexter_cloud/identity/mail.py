@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import insert
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import usage
-from poindexter_cloud.identity.access import Admit, Caller
+from poindexter_cloud.identity.access import Caller
 from poindexter_cloud.identity.errors import (
     AttachmentNotFound,
     EmptyMessage,
@@ -128,10 +128,8 @@ def compose(
     return message.as_bytes(), message_id
 
 
-async def send(
-    google: GoogleAdapter, resources: Resources, caller: Caller, request: EmailSend, admit: Admit
-) -> EmailSent:
-    """Check the request, take the call from the key's limit (``admit``), then send."""
+async def send(google: GoogleAdapter, resources: Resources, caller: Caller, request: EmailSend) -> EmailSent:
+    """Check the request, take the call from the key's limit, then send."""
     recipients = email_addresses({"to": request.to, "cc": request.cc, "bcc": request.bcc})
     if not any(recipients.values()):
         raise NoRecipients("Give at least one recipient in to, cc or bcc.")
@@ -142,7 +140,7 @@ async def send(
     files = attachments(request.attachments, resources.settings.identity_max_attachment_bytes)
     if request.text is None and request.html is None and not files:
         raise EmptyMessage("Give text, html or attachments.")
-    await admit()
+    await caller.admit()
     original = None
     if request.reply_to_message_id is not None:
         reply_id = provider_id(request.reply_to_message_id, "reply_to_message_id")
@@ -364,6 +362,7 @@ async def inbox(
     """A page of the folder, newest first, each message's summary (its headers and labels)."""
     if page_token is not None and (len(page_token) > 1024 or set(page_token) - _ID_CHARACTERS):
         raise InvalidCursor("page_token is not one this inbox handed out.", details={"field": "page_token"})
+    await caller.admit()
     try:
         page = await google.list_mail(
             caller.mailbox, query=query, label_ids=FOLDERS[folder], page_token=page_token, limit=limit
@@ -390,15 +389,19 @@ async def inbox(
 async def read(
     google: GoogleAdapter, uow: UnitOfWork, resources: Resources, caller: Caller, message_id: str
 ) -> EmailMessage:
-    message = await _message(google, caller, provider_id(message_id, "message"))
+    checked = provider_id(message_id, "message")
+    await caller.admit()
+    message = await _message(google, caller, checked)
     await count_received(uow, resources, caller, [message])
     await uow.commit()
     return message_view(message)
 
 
 async def trash(google: GoogleAdapter, caller: Caller, message_id: str) -> None:
+    checked = provider_id(message_id, "message")
+    await caller.admit()
     try:
-        await google.trash_mail(caller.mailbox, provider_id(message_id, "message"))
+        await google.trash_mail(caller.mailbox, checked)
     except (ProviderObjectMissing, GoogleBadRequest):
         raise MessageNotFound(f"This mailbox has no message {message_id}.") from None
 
@@ -408,7 +411,9 @@ async def attachment(
 ) -> AttachmentContent:
     """An attachment's bytes, named by its MIME part (Gmail's own attachment ids change from one read of a
     message to the next, so ours is the part's id), with the name and type the message gives it."""
-    message = await _message(google, caller, provider_id(message_id, "message"))
+    checked = provider_id(message_id, "message")
+    await caller.admit()
+    message = await _message(google, caller, checked)
     part = next((p for p in _parts(message.get("payload") or {}) if p.get("partId") == part_id), None)
     gmail_id = str(((part or {}).get("body") or {}).get("attachmentId") or "")
     if part is None or not _is_attachment(part) or not gmail_id:

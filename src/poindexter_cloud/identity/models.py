@@ -43,7 +43,6 @@ class Identity(Base):
     # the same address and finds the user made by an earlier attempt instead of a second one.
     workspace_email: Mapped[str | None] = mapped_column(Text, unique=True)
     workspace_user_id: Mapped[str | None] = mapped_column(Text)
-    workspace_refresh_token_encrypted: Mapped[str | None] = mapped_column(Text)  # unused: delegation instead
     workspace_suspended: Mapped[bool] = mapped_column(server_default="false")
     workspace_delete_after: Mapped[datetime | None]  # a deprovisioned mailbox's end of retention
 
@@ -56,8 +55,6 @@ class Identity(Base):
     # Signal: none, pending (to request a code), retrying (after a transient failure, at
     # signal_next_attempt_at), awaiting_code, captcha_required, registered, failed, unregistered
     signal_state: Mapped[str] = mapped_column(Text, server_default="none")
-    signal_registered: Mapped[bool] = mapped_column(server_default="false")
-    signal_device_id: Mapped[int | None]
     signal_started_at: Mapped[datetime | None]  # the registration's time limit counts from here
     signal_attempts: Mapped[int] = mapped_column(server_default="0")
     signal_next_attempt_at: Mapped[datetime | None]
@@ -91,7 +88,6 @@ class IncomingSms(Base):
     from_number: Mapped[str] = mapped_column(Text)
     body: Mapped[str] = mapped_column(Text)
     identity_id: Mapped[uuid.UUID | None] = mapped_column(ForeignKey("identities.id"))
-    processed: Mapped[bool] = mapped_column(server_default="false")  # read through the identity API
     telnyx_message_id: Mapped[str | None] = mapped_column(Text, unique=True)
     media_urls: Mapped[list[str] | None] = mapped_column(JSONB)
     received_at: Mapped[datetime | None]  # when Telnyx received it

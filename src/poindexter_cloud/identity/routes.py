@@ -9,6 +9,7 @@ subscription paid (``access``). The handlers parse, check, and hand over to one 
 from __future__ import annotations
 
 import functools
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Literal
 
 from litestar import Controller, delete, get, post, put
@@ -20,10 +21,8 @@ from poindexter_cloud.accounts.auth import Principal, authenticate
 from poindexter_cloud.billing import service as billing
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.resources import Resources
-from poindexter_cloud.identity import access, calendar_events, mail, service, signal_messaging, sms
-from poindexter_cloud.identity.errors import NoIdentity
+from poindexter_cloud.identity import access, calendar_events, mail, signal_messaging, sms
 from poindexter_cloud.identity.limits import Limiter, Operation
-from poindexter_cloud.identity.models import Identity
 from poindexter_cloud.identity.providers import identity_lifespan, provide_limiter, provide_providers
 from poindexter_cloud.identity.schemas import (
     AttachmentContent,
@@ -62,17 +61,17 @@ SendUpdates = Annotated[
 ]
 
 
-async def caller_for(
-    resources: Resources, principal: Principal, limiter: Limiter, part: access.Part, operation: Operation
-) -> tuple[access.Caller, access.Admit]:
-    """The caller, its part of the identity checked (sends: paid too), and the call's admission under the
-    key's limit, which the service takes once the request has passed its own checks."""
-    caller = await access.caller(resources, principal)
-    caller.require(part, sending=operation.endswith("_send"))
-    return caller, functools.partial(limiter.take, principal, caller.limits, operation)
+# ``caller = await gate(part, operation)``: the caller of an operation on a part of their identity, the part
+# checked, with the call's admission under the key's limit (``access.caller``), which the service takes once
+# the request has passed its own checks. Awaited in the handler, after Litestar has validated the request.
+Gate = Callable[[access.Part, Operation], Awaitable[access.Caller]]
 
 
-AUTH = {"principal": Provide(authenticate)}
+def provide_gate(resources: Resources, principal: Principal, limiter: Limiter) -> Gate:
+    return functools.partial(access.caller, resources, principal, limiter)
+
+
+AUTH = {"principal": Provide(authenticate), "gate": Provide(provide_gate, sync_to_thread=False)}
 
 
 # --- the identity -------------------------------------------------------------------------------------------
@@ -83,12 +82,6 @@ class IdentityController(Controller):
     tags = ["identity"]
     dependencies = AUTH
 
-    async def _identity(self, uow: UnitOfWork, principal: Principal) -> Identity:
-        identity = await service.get(uow.session, principal.user_id)
-        if identity is None:
-            raise NoIdentity("There is no identity yet: it is provisioned once a subscription is paid.")
-        return identity
-
     @get("/")
     async def configuration(
         self, principal: Principal, uow: UnitOfWork, resources: Resources
@@ -96,21 +89,21 @@ class IdentityController(Controller):
         """Everything Dex needs at start: the mailbox, number and Signal (each with its state; ``pending``
         while provisioning is under way), the AI proxy's base URLs, the plan and its limits. 404 before a
         subscription starts provisioning the identity."""
-        identity = await self._identity(uow, principal)
+        identity = await access.identity_of(uow.session, principal.user_id)
         entitlement = await billing.entitlement(uow.session, principal.user_id)
         return access.configuration(identity, entitlement, resources.settings)
 
     @get("/email")
     async def email(self, principal: Principal, uow: UnitOfWork) -> EmailIdentity:
-        return access.email_part(await self._identity(uow, principal))
+        return access.email_part(await access.identity_of(uow.session, principal.user_id))
 
     @get("/phone")
     async def phone(self, principal: Principal, uow: UnitOfWork) -> PhoneIdentity:
-        return access.phone_part(await self._identity(uow, principal))
+        return access.phone_part(await access.identity_of(uow.session, principal.user_id))
 
     @get("/signal")
     async def signal(self, principal: Principal, uow: UnitOfWork) -> SignalIdentity:
-        return access.signal_part(await self._identity(uow, principal))
+        return access.signal_part(await access.identity_of(uow.session, principal.user_id))
 
 
 # --- email --------------------------------------------------------------------------------------------------
@@ -125,24 +118,22 @@ class EmailController(Controller):
     async def send(
         self,
         data: EmailSend,
-        principal: Principal,
+        gate: Gate,
         resources: Resources,
         providers: ProviderClients,
-        limiter: Limiter,
     ) -> EmailSent:
         """Send an email from the identity's mailbox (to/cc/bcc, subject, text and/or HTML, attachments,
         optionally as a reply in a message's thread)."""
-        caller, admit = await caller_for(resources, principal, limiter, "email", "email_send")
-        return await mail.send(await providers.google(), resources, caller, data, admit)
+        caller = await gate("email", "email_send")
+        return await mail.send(await providers.google(), resources, caller, data)
 
     @get("/inbox")
     async def inbox(
         self,
-        principal: Principal,
+        gate: Gate,
         uow: UnitOfWork,
         resources: Resources,
         providers: ProviderClients,
-        limiter: Limiter,
         folder: Literal["inbox", "sent", "trash", "all"] = "inbox",
         q: Annotated[str | None, Parameter(max_length=500, description="Gmail search terms")] = None,
         sender: Annotated[str | None, QueryParameter(name="from", max_length=500)] = None,
@@ -156,7 +147,7 @@ class EmailController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=100)] = 20,
     ) -> InboxPage:
         """A page of the mailbox, newest first; the filters AND together (``q`` is Gmail's own search)."""
-        caller, admit = await caller_for(resources, principal, limiter, "email", "email_read")
+        caller = await gate("email", "email_read")
         query = mail.search_query(
             q=q,
             sender=sender,
@@ -167,7 +158,6 @@ class EmailController(Controller):
             after=after,
             before=before,
         )
-        await admit()
         return await mail.inbox(
             await providers.google(),
             uow,
@@ -183,15 +173,13 @@ class EmailController(Controller):
     async def message(
         self,
         message_id: str,
-        principal: Principal,
+        gate: Gate,
         uow: UnitOfWork,
         resources: Resources,
         providers: ProviderClients,
-        limiter: Limiter,
     ) -> EmailMessage:
         """One message: its headers, text and HTML bodies, and its attachments' names, types and sizes."""
-        caller, admit = await caller_for(resources, principal, limiter, "email", "email_read")
-        await admit()
+        caller = await gate("email", "email_read")
         return await mail.read(await providers.google(), uow, resources, caller, message_id)
 
     @get("/messages/{message_id:str}/attachments/{attachment_id:str}")
@@ -199,28 +187,22 @@ class EmailController(Controller):
         self,
         message_id: str,
         attachment_id: str,
-        principal: Principal,
-        resources: Resources,
+        gate: Gate,
         providers: ProviderClients,
-        limiter: Limiter,
     ) -> AttachmentContent:
         """An attachment's bytes (base64), by the ``attachment_id`` the message lists."""
-        caller, admit = await caller_for(resources, principal, limiter, "email", "email_read")
-        await admit()
+        caller = await gate("email", "email_read")
         return await mail.attachment(await providers.google(), caller, message_id, attachment_id)
 
     @delete("/messages/{message_id:str}")
     async def trash(
         self,
         message_id: str,
-        principal: Principal,
-        resources: Resources,
+        gate: Gate,
         providers: ProviderClients,
-        limiter: Limiter,
     ) -> None:
         """Move the message to the trash (Gmail deletes it for good after 30 days)."""
-        caller, admit = await caller_for(resources, principal, limiter, "email", "email_read")
-        await admit()
+        caller = await gate("email", "email_read")
         await mail.trash(await providers.google(), caller, message_id)
 
 
@@ -235,10 +217,8 @@ class CalendarController(Controller):
     @get("/")
     async def events(
         self,
-        principal: Principal,
-        resources: Resources,
+        gate: Gate,
         providers: ProviderClients,
-        limiter: Limiter,
         start: Moment = None,
         end: Moment = None,
         time_zone: Annotated[
@@ -249,8 +229,7 @@ class CalendarController(Controller):
         limit: Annotated[int, Parameter(ge=1, le=250)] = 50,
     ) -> EventPage:
         """Events of the primary calendar that end after ``start`` and begin before ``end``, by start time."""
-        caller, admit = await caller_for(resources, principal, limiter, "email", "calendar_read")
-        await admit()
+        caller = await gate("email", "calendar_read")
         return await calendar_events.list_events(
             await providers.google(),
             caller,
@@ -266,44 +245,35 @@ class CalendarController(Controller):
     async def create(
         self,
         data: EventCreate,
-        principal: Principal,
-        resources: Resources,
+        gate: Gate,
         providers: ProviderClients,
-        limiter: Limiter,
         send_updates: SendUpdates = "all",
     ) -> Event:
-        caller, admit = await caller_for(resources, principal, limiter, "email", "calendar_write")
-        return await calendar_events.create(await providers.google(), caller, data, send_updates, admit)
+        caller = await gate("email", "calendar_write")
+        return await calendar_events.create(await providers.google(), caller, data, send_updates)
 
     @put("/{event_id:str}")
     async def update(
         self,
         event_id: str,
         data: EventUpdate,
-        principal: Principal,
-        resources: Resources,
+        gate: Gate,
         providers: ProviderClients,
-        limiter: Limiter,
         send_updates: SendUpdates = "all",
     ) -> Event:
         """Change the fields given (the others keep their values): move it, rename it, change attendees."""
-        caller, admit = await caller_for(resources, principal, limiter, "email", "calendar_write")
-        return await calendar_events.update(
-            await providers.google(), caller, event_id, data, send_updates, admit
-        )
+        caller = await gate("email", "calendar_write")
+        return await calendar_events.update(await providers.google(), caller, event_id, data, send_updates)
 
     @delete("/{event_id:str}")
     async def delete(
         self,
         event_id: str,
-        principal: Principal,
-        resources: Resources,
+        gate: Gate,
         providers: ProviderClients,
-        limiter: Limiter,
         send_updates: SendUpdates = "all",
     ) -> None:
-        caller, admit = await caller_for(resources, principal, limiter, "email", "calendar_write")
-        await admit()
+        caller = await gate("email", "calendar_write")
         await calendar_events.delete(await providers.google(), caller, event_id, send_updates)
 
 
@@ -319,23 +289,21 @@ class SignalController(Controller):
     async def send(
         self,
         data: SignalSend,
-        principal: Principal,
+        gate: Gate,
         resources: Resources,
         providers: ProviderClients,
-        limiter: Limiter,
     ) -> SignalSent:
         """Send a Signal message (text and/or attachments) to Signal numbers or one group."""
-        caller, admit = await caller_for(resources, principal, limiter, "signal", "signal_send")
-        return await signal_messaging.send(providers.signal(), resources, caller, data, admit)
+        caller = await gate("signal", "signal_send")
+        return await signal_messaging.send(providers.signal(), resources, caller, data)
 
     @get("/messages")
     async def messages(
         self,
-        principal: Principal,
+        gate: Gate,
         uow: UnitOfWork,
         resources: Resources,
         providers: ProviderClients,
-        limiter: Limiter,
         after: Cursor = 0,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         kind: Literal["message", "receipt", "typing", "sync", "call", "other", "all"] = "message",
@@ -343,35 +311,28 @@ class SignalController(Controller):
     ) -> SignalMessagesPage:
         """What the account received past the cursor ``after``, oldest first; nothing is lost between polls
         (each message is stored as it arrives, by this poll or the keep-alive)."""
-        caller, admit = await caller_for(resources, principal, limiter, "signal", "signal_read")
-        await admit()
+        caller = await gate("signal", "signal_read")
         return await signal_messaging.messages(
             uow, resources, providers.signal(), caller, after=after, limit=limit, kind=kind, receive=receive
         )
 
     @get("/contacts")
-    async def contacts(
-        self, principal: Principal, resources: Resources, providers: ProviderClients, limiter: Limiter
-    ) -> SignalContacts:
+    async def contacts(self, gate: Gate, providers: ProviderClients) -> SignalContacts:
         """The people the account has exchanged messages with, and the groups it is in (their ``id`` is
         what a send's ``group_id`` takes)."""
-        caller, admit = await caller_for(resources, principal, limiter, "signal", "signal_read")
-        await admit()
+        caller = await gate("signal", "signal_read")
         return await signal_messaging.contacts(providers.signal(), caller)
 
     @get("/attachments/{attachment_id:str}")
     async def attachment(
         self,
         attachment_id: str,
-        principal: Principal,
+        gate: Gate,
         uow: UnitOfWork,
-        resources: Resources,
         providers: ProviderClients,
-        limiter: Limiter,
     ) -> AttachmentContent:
         """An attachment of a received message (base64), by the id the message lists."""
-        caller, admit = await caller_for(resources, principal, limiter, "signal", "signal_read")
-        await admit()
+        caller = await gate("signal", "signal_read")
         return await signal_messaging.attachment(uow, providers.signal(), caller, attachment_id)
 
 
@@ -387,30 +348,26 @@ class SmsController(Controller):
     async def send(
         self,
         data: SmsSend,
-        principal: Principal,
+        gate: Gate,
         uow: UnitOfWork,
         resources: Resources,
         providers: ProviderClients,
-        limiter: Limiter,
     ) -> Sms:
         """Send an SMS (or, with ``media_urls``, an MMS) from the identity's number."""
-        caller, admit = await caller_for(resources, principal, limiter, "phone", "sms_send")
-        return await sms.send(providers.telnyx(), uow, resources, caller, data, admit)
+        caller = await gate("phone", "sms_send")
+        return await sms.send(providers.telnyx(), uow, resources, caller, data)
 
     @get("/messages")
     async def messages(
         self,
-        principal: Principal,
+        gate: Gate,
         uow: UnitOfWork,
-        resources: Resources,
-        limiter: Limiter,
         after: Cursor = 0,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
         direction: Literal["inbound", "outbound", "all"] = "all",
     ) -> SmsPage:
         """The SMS the number received and sent past the cursor ``after``, oldest first."""
-        caller, admit = await caller_for(resources, principal, limiter, "phone", "sms_read")
-        await admit()
+        caller = await gate("phone", "sms_read")
         return await sms.messages(uow, caller, after=after, limit=limit, direction=direction)
 
 

@@ -7,6 +7,7 @@ identities goes through the functions here. Never commits: the caller's unit of 
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +18,9 @@ from sqlalchemy import delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.identity import usage
 from poindexter_cloud.identity.models import CountedEmail, IncomingSms, OutgoingSms, SignalMessage
 from poindexter_cloud.identity.models import Identity as Identity
 from poindexter_cloud.identity.schemas import IdentityView, ProvisioningIssue, StepView
@@ -62,8 +66,40 @@ def set_status(identity: Identity, status: str) -> None:
         identity.status, identity.status_changed_at = status, now()
 
 
-async def user_ids_where(session: AsyncSession, *conditions: Any) -> list[uuid.UUID]:
+async def _user_ids(session: AsyncSession, *conditions: Any) -> list[uuid.UUID]:
     return list((await session.execute(select(Identity.user_id).where(*conditions))).scalars())
+
+
+async def retention_over(session: AsyncSession, at: datetime) -> list[uuid.UUID]:
+    """Users whose deprovisioned mailbox has waited out its retention by ``at``: it can be deleted."""
+    return await _user_ids(
+        session, Identity.status == "deprovisioning", Identity.workspace_delete_after <= at
+    )
+
+
+async def provisioning_idle_since(session: AsyncSession, since: datetime) -> list[uuid.UUID]:
+    """Users whose identity is provisioning with nothing recorded about it since ``since``."""
+    return await _user_ids(session, Identity.status == "provisioning", Identity.updated_at < since)
+
+
+async def signal_codes_overdue(session: AsyncSession, requested_before: datetime) -> list[uuid.UUID]:
+    """Users of live identities still awaiting a Signal code asked for before ``requested_before``."""
+    return await _user_ids(
+        session,
+        Identity.status.in_(LIVE_STATUSES),
+        Identity.signal_state == "awaiting_code",
+        Identity.signal_code_requested_at < requested_before,
+    )
+
+
+async def signal_attempts_due(session: AsyncSession, at: datetime) -> list[uuid.UUID]:
+    """Users of live identities whose next Signal registration attempt (first or retry) is due by ``at``."""
+    return await _user_ids(
+        session,
+        Identity.status.in_(LIVE_STATUSES),
+        Identity.signal_state.in_(("pending", "retrying")),
+        Identity.signal_next_attempt_at <= at,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,19 +197,33 @@ def _signal_row(identity_id: uuid.UUID, item: dict[str, Any]) -> dict[str, Any] 
 
 
 async def store_signal_envelopes(
-    session: AsyncSession, identity_id: uuid.UUID, items: Sequence[dict[str, Any]]
+    uow: UnitOfWork,
+    resources: Resources,
+    identity_id: uuid.UUID,
+    user_id: uuid.UUID,
+    items: Sequence[dict[str, Any]],
 ) -> list[StoredSignalMessage]:
-    """Store what signal-cli handed out for the identity (each envelope once); the new rows, in order."""
+    """Store what signal-cli handed out for the identity (each envelope once), and count each new message as
+    ``signal_received`` once the transaction commits (whoever stores a row counts it: the poll or the
+    keep-alive); the new rows, in order."""
     rows = [row for row in (_signal_row(identity_id, item) for item in items) if row is not None]
     if not rows:
         return []
-    inserted = await session.execute(
+    inserted = await uow.session.execute(
         insert(SignalMessage)
         .values(rows)
         .on_conflict_do_nothing(index_elements=["identity_id", "kind", "source", "signal_timestamp"])
         .returning(SignalMessage.id, SignalMessage.kind, SignalMessage.source, SignalMessage.signal_timestamp)
     )
-    return sorted((StoredSignalMessage(*row) for row in inserted), key=lambda stored: stored.id)
+    stored = sorted((StoredSignalMessage(*row) for row in inserted), key=lambda found: found.id)
+    records = [
+        usage.record(user_id, None, usage.SIGNAL_RECEIVED, f"signal:{m.id}", "signal")
+        for m in stored
+        if m.kind == "message"
+    ]
+    if records:
+        uow.after_commit(functools.partial(usage.push, resources, records))
+    return stored
 
 
 async def signal_messages_after(

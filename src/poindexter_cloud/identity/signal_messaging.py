@@ -13,14 +13,13 @@ for the poll to commit. Each stored ``message`` counts once as ``signal_received
 from __future__ import annotations
 
 import base64
-import functools
 import logging
 from typing import Any, Final
 
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import service, usage
-from poindexter_cloud.identity.access import Admit, Caller
+from poindexter_cloud.identity.access import Caller
 from poindexter_cloud.identity.errors import (
     AttachmentNotFound,
     EmptyMessage,
@@ -70,7 +69,7 @@ def _data_uri(content_type: str, filename: str, data: bytes) -> str:
 
 
 async def send(
-    signal: SignalAdapter, resources: Resources, caller: Caller, request: SignalSend, admit: Admit
+    signal: SignalAdapter, resources: Resources, caller: Caller, request: SignalSend
 ) -> SignalSent:
     numbers = [phone_number(value, f"recipients[{i}]") for i, value in enumerate(request.recipients)]
     group = request.group_id
@@ -83,7 +82,7 @@ async def send(
     files = attachments(request.attachments, resources.settings.identity_max_attachment_bytes)
     if not request.message and not files:
         raise EmptyMessage("Give a message or attachments.")
-    await admit()
+    await caller.admit()
     try:
         timestamp = await signal.send(
             caller.number,
@@ -153,15 +152,9 @@ async def _receive(uow: UnitOfWork, resources: Resources, signal: SignalAdapter,
             "signal receive on poll failed", extra={"identity": str(caller.identity.id), "error": exc.code}
         )
         batch = []
-    await service.get(uow.session, caller.identity.user_id, for_update=True)
-    stored = await service.store_signal_envelopes(uow.session, caller.identity.id, batch)
-    records = [
-        usage.record(caller.identity.user_id, None, usage.SIGNAL_RECEIVED, f"signal:{m.id}", "signal")
-        for m in stored
-        if m.kind == "message"
-    ]
-    if records:
-        uow.after_commit(functools.partial(usage.push, resources, records))
+    identity = caller.identity
+    await service.get(uow.session, identity.user_id, for_update=True)
+    await service.store_signal_envelopes(uow, resources, identity.id, identity.user_id, batch)
 
 
 async def messages(
@@ -177,6 +170,7 @@ async def messages(
 ) -> SignalMessagesPage:
     """Stored messages past ``after`` (receiving first, with ``receive``). The caller checked the account is
     registered."""
+    await caller.admit()
     if receive:
         await _receive(uow, resources, signal, caller)
     else:
@@ -189,6 +183,7 @@ async def messages(
 
 
 async def contacts(signal: SignalAdapter, caller: Caller) -> SignalContacts:
+    await caller.admit()
     people = await signal.contacts(caller.number)
     groups = await signal.groups(caller.number)
 
@@ -226,6 +221,7 @@ async def attachment(
         raise InvalidId(
             f"{attachment_id!r} is not a Signal attachment id.", details={"field": "attachment_id"}
         )
+    await caller.admit()
     found = await service.signal_attachment(uow.session, caller.identity.id, attachment_id)
     if found is None:
         raise AttachmentNotFound(f"No Signal message of this identity has the attachment {attachment_id}.")

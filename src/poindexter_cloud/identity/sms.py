@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import service, usage
-from poindexter_cloud.identity.access import Admit, Caller
+from poindexter_cloud.identity.access import Caller
 from poindexter_cloud.identity.errors import (
     EmptyMessage,
     InvalidAttachment,
@@ -79,14 +79,13 @@ async def send(
     resources: Resources,
     caller: Caller,
     request: SmsSend,
-    admit: Admit,
 ) -> Sms:
     to = phone_number(request.to, "to")
     text = sms_text(request.text) if request.text else None
     media = [_media_url(url, i) for i, url in enumerate(request.media_urls)]
     if text is None and not media:
         raise EmptyMessage("Give text or media_urls.")
-    await admit()
+    await caller.admit()
     try:
         sent = await telnyx.send_sms(caller.number, to, text, media)
     except TelnyxRefused as exc:
@@ -120,6 +119,7 @@ async def send(
 
 
 async def messages(uow: UnitOfWork, caller: Caller, *, after: int, limit: int, direction: str) -> SmsPage:
+    await caller.admit()
     await service.get(uow.session, caller.identity.user_id, for_update=True)
     rows = await service.sms_after(uow.session, caller.identity.id, after, limit + 1, direction)
     await uow.commit()

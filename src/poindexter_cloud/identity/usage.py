@@ -4,8 +4,8 @@ and rolled into usage_monthly by ``sync_usage``.
 
 Every event's ``request_id`` is fixed by the message it counts, so an event pushed twice is stored once: a
 sent message by the provider's id for it, a received email by the mailbox's id for it (``email-in:...``),
-a received Signal message by its row (``signal:<id>``, the same key the keep-alive uses: whichever stores
-the row counts it, once).
+a received Signal message by its row (``signal:<id>``, counted by ``service.store_signal_envelopes`` for
+whichever stores the row, the poll or the keep-alive: once).
 
 **When an email counts as received**: the first time Dex lists it (``GET /v1/email/inbox``) or fetches it
 (``GET /v1/email/messages/{id}``), and only if the mailbox did not send it itself (no ``SENT`` label). The

@@ -109,6 +109,11 @@ class TelnyxAdapter:
         self._client = telnyx.AsyncTelnyx(
             api_key=api_key, base_url=base_url, timeout=TIMEOUT_SECONDS, max_retries=MAX_RETRIES
         )
+        # For creations Telnyx cannot dedupe (it takes no Idempotency-Key there): the SDK would repeat one
+        # whose answer was lost (a time-out, a 5xx after it acted), and a repeated number order fails as
+        # "not available" (we bought it) and buys another. The failure goes to the job instead, whose next
+        # attempt first adopts what the lost call made (``provisioning.lifecycle``).
+        self._once = self._client.with_options(max_retries=0)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TelnyxAdapter:
@@ -171,7 +176,7 @@ class TelnyxAdapter:
         """Order one number (``NumberNotAvailable`` if it was sold meanwhile); the order starts pending."""
         created = await self._call(
             "order a number",
-            self._client.number_orders.create(
+            self._once.number_orders.create(
                 phone_numbers=[{"phone_number": phone_number}], customer_reference=customer_reference
             ),
         )
@@ -250,7 +255,7 @@ class TelnyxAdapter:
         numbers may text (Telnyx requires the list)."""
         created = await self._call(
             "create a messaging profile",
-            self._client.messaging_profiles.create(
+            self._once.messaging_profiles.create(
                 name=name,
                 whitelisted_destinations=destinations,
                 webhook_url=webhook_url,

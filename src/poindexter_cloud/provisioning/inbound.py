@@ -7,8 +7,6 @@ from __future__ import annotations
 import copy
 import logging
 import time
-import uuid
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -63,32 +61,26 @@ def redacted(payload: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-@dataclass(frozen=True, slots=True)
-class Applied:
-    note: str  # ignored, no identity, signal code, duplicate, stored
-    user_id: uuid.UUID | None = None
-
-
 async def apply(
     uow: UnitOfWork, p: Providers, usage: UsageBuffer, event_type: str, payload: dict[str, Any]
-) -> Applied:
-    """Act on one stored Telnyx event; what it did, for whom."""
+) -> str:
+    """Act on one stored Telnyx event; what it did: ignored, no identity, signal code, duplicate, stored."""
     sms = received_sms(payload) if event_type == MESSAGE_RECEIVED else None
     if sms is None:
-        return Applied("ignored")
+        return "ignored"
     identity = await identities.by_phone_number(uow.session, sms.to_number, for_update=True)
     if identity is None:
         log.info("sms to a number of no identity", extra={"message": sms.telnyx_message_id})
-        return Applied("no identity")
+        return "no identity"
     code = signal_registration.code_in(sms.text) if identity.signal_state == "awaiting_code" else None
     if code is not None and await signal_registration.apply_code(uow, p, identity, code):
-        return Applied("signal code", identity.user_id)
+        return "signal code"
     if not await identities.store_incoming_sms(uow.session, identity, sms):
-        return Applied("duplicate", identity.user_id)
+        return "duplicate"
     # Before the commit, with a key fixed by the message: a retry after a failed commit pushes the same
     # event again, which the drain stores once.
     at = sms.received_at.timestamp() if sms.received_at else time.time()
     await usage.push(
         usage_record(identity.user_id, "sms_received", f"sms:{sms.telnyx_message_id}", "telnyx", at)
     )
-    return Applied("stored", identity.user_id)
+    return "stored"

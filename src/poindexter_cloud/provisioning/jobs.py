@@ -9,7 +9,6 @@ that refuses for good marks the identity failed (provisioning) or leaves the err
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 import uuid
@@ -18,14 +17,13 @@ from datetime import timedelta
 from typing import Any, Final
 
 from poindexter_cloud.billing import service as billing
-from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, stream_for, usage_record
+from poindexter_cloud.billing.usage_buffer import UsageBuffer, stream_for
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.metrics import PROVISIONING_STEPS, cached
 from poindexter_cloud.core.queue import background, cron, job
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.identity import service as identities
-from poindexter_cloud.identity.service import Identity
 from poindexter_cloud.integrations.clients import CLIENTS
 from poindexter_cloud.integrations.errors import (
     ProviderError,
@@ -200,28 +198,11 @@ async def process_telnyx_event(ctx: dict[str, Any], event_id: str) -> str:
     usage = UsageBuffer(resources.redis, stream_for(resources.settings.queue_name))
     p = await providers(resources.settings)
 
-    async def act(uow: UnitOfWork, event: webhooks.PendingEvent) -> tuple[inbound.Applied, dict[str, Any]]:
-        applied = await inbound.apply(uow, p, usage, event.type, event.payload)
-        return applied, inbound.redacted(event.payload)
+    async def act(uow: UnitOfWork, event: webhooks.PendingEvent) -> tuple[str, dict[str, Any]]:
+        return await inbound.apply(uow, p, usage, event.type, event.payload), inbound.redacted(event.payload)
 
     applied = await webhooks.process_stored_event(resources, webhooks.TELNYX, event_id, act)
-    if applied is None:
-        return "already processed"
-    if applied.note == "signal code" and applied.user_id is not None:
-        await _set_profile_soon(resources, p, applied.user_id)
-    return applied.note
-
-
-async def _set_profile_soon(resources: Resources, p: Providers, user_id: uuid.UUID) -> None:
-    """The profile of a just-registered account, now, or by ``register_signal`` (with its retries)."""
-    try:
-        async with resources.unit_of_work() as uow:
-            await signal_registration.ensure_profile(uow, p, user_id)
-            await uow.commit()
-    except ProviderError:
-        async with resources.unit_of_work() as uow:
-            await uow.defer_job("register_signal", user_id=str(user_id))
-            await uow.commit()
+    return "already processed" if applied is None else applied
 
 
 @cron("* * * * *", timeout_seconds=60)
@@ -245,40 +226,23 @@ async def keep_signal_alive(ctx: dict[str, Any]) -> int:
         accounts = await identities.signal_accounts(session)
     if not accounts:
         return 0
-    usage = UsageBuffer(resources.redis, stream_for(resources.settings.queue_name))
     gate = asyncio.Semaphore(KEEPALIVE_CONCURRENCY)
-    signal = (await providers(resources.settings)).signal
+    signal = CLIENTS.get(resources.settings).signal()
 
     async def receive(account: identities.SignalAccount) -> int:
         async with gate:
-            return await _receive_all(resources, signal, usage, account)
+            return await _receive_all(resources, signal, account)
 
     counts = await asyncio.gather(*(receive(account) for account in accounts))
     return sum(counts)
 
 
-async def _receive_all(
-    resources: Resources, signal: SignalAdapter, usage: UsageBuffer, account: identities.SignalAccount
-) -> int:
+async def _receive_all(resources: Resources, signal: SignalAdapter, account: identities.SignalAccount) -> int:
     stored_count, more = 0, True
     while more:
         try:
             async with resources.unit_of_work() as uow:
-                stored, more = await signal_registration.receive_batch(
-                    uow, signal, account.identity_id, account.number
-                )
-                records = [
-                    usage_record(
-                        account.user_id,
-                        "signal_received",
-                        f"signal:{m.id}",
-                        "signal",
-                        time.time(),
-                    )
-                    for m in stored
-                    if m.kind == "message"
-                ]
-                uow.after_commit(functools.partial(_push_all, usage, records))
+                stored, more = await signal_registration.receive_batch(uow, resources, signal, account)
                 await uow.commit()
         except SignalNotRegistered:
             async with resources.unit_of_work() as uow:
@@ -292,11 +256,6 @@ async def _receive_all(
             return stored_count
         stored_count += len(stored)
     return stored_count
-
-
-async def _push_all(usage: UsageBuffer, records: list[UsageRecord]) -> None:
-    for record in records:
-        await usage.push(record)
 
 
 @cron("*/15 * * * *", timeout_seconds=300)
@@ -313,12 +272,8 @@ async def advance_identities(ctx: dict[str, Any]) -> dict[str, int]:
             if identity is not None and identity.status not in ("deprovisioning", "deleted"):
                 await service.request_deprovisioning(uow, user_id, service.SUBSCRIPTION_ENDED)
                 ended += 1
-        retained = await identities.user_ids_where(
-            session, Identity.status == "deprovisioning", Identity.workspace_delete_after <= now
-        )
-        stale = await identities.user_ids_where(
-            session, Identity.status == "provisioning", Identity.updated_at < now - STALE_PROVISIONING
-        )
+        retained = await identities.retention_over(session, now)
+        stale = await identities.provisioning_idle_since(session, now - STALE_PROVISIONING)
         for user_id in retained:
             await uow.defer_job("deprovision_identity", user_id=str(user_id))
         for user_id in stale:

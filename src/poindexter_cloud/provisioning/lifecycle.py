@@ -192,7 +192,7 @@ async def _record_number(uow: UnitOfWork, p: Providers, identity: Identity, numb
         log.warning("a number recorded for another identity left the account", extra={"other": str(other.id)})
         await p.signal.unregister(number.phone_number)
         _clear_number(other)
-        other.signal_state, other.signal_registered, other.signal_profile_name = "none", False, None
+        other.signal_state, other.signal_profile_name = "none", None
         other.last_error = "Telnyx no longer held its number; it gets a new one."
         if other.status == "active":
             identities.set_status(other, "provisioning")
@@ -319,7 +319,7 @@ def _delete_due(identity: Identity, p: Providers) -> bool:
 async def _unregister_signal(uow: UnitOfWork, p: Providers, identity: Identity) -> Progress:
     assert identity.phone_number is not None
     await p.signal.unregister(identity.phone_number)
-    identity.signal_state, identity.signal_registered = "unregistered", False
+    identity.signal_state = "unregistered"
     identity.signal_profile_name = identity.signal_next_attempt_at = identity.signal_error = None
     return Progress.MOVED
 

@@ -23,6 +23,7 @@ from typing import Final
 
 from poindexter_cloud.core import audit
 from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import service as identities
 from poindexter_cloud.identity.service import Identity, StoredSignalMessage
 from poindexter_cloud.integrations.errors import (
@@ -66,7 +67,7 @@ def _give_up(uow: UnitOfWork, identity: Identity, reason: str) -> None:
 
 
 def _registered(identity: Identity) -> None:
-    identity.signal_state, identity.signal_registered = "registered", True
+    identity.signal_state = "registered"
     identity.signal_error = identity.signal_next_attempt_at = None
 
 
@@ -111,7 +112,8 @@ async def attempt(uow: UnitOfWork, p: Providers, user_id: uuid.UUID, captcha: st
 async def apply_code(uow: UnitOfWork, p: Providers, identity: Identity, code: str) -> bool:
     """Verify a code texted to the (locked) identity's number; False if it is not awaiting one (the SMS is
     then an ordinary one). A transient failure raises, so the webhook's job retries with the same code.
-    The caller sets the profile once this has committed (``ensure_profile``)."""
+    Once registered, ``register_signal`` is deferred in the same transaction to set the profile, so it is set
+    even if the webhook's job dies right after its commit."""
     if identity.signal_state != "awaiting_code" or identity.phone_number is None:
         return False
     try:
@@ -131,6 +133,7 @@ async def apply_code(uow: UnitOfWork, p: Providers, identity: Identity, code: st
         return True
     _registered(identity)
     audit.record(uow.session, "identity.signal_registered", subject=identity.user_id)
+    await uow.defer_job("register_signal", user_id=str(identity.user_id))
     return True
 
 
@@ -151,39 +154,29 @@ async def due(uow: UnitOfWork) -> list[uuid.UUID]:
     (counted as a failed attempt)."""
     now = identities.now()
     session = uow.session
-    live = Identity.status.in_(identities.LIVE_STATUSES)
-    silent = await identities.user_ids_where(
-        session,
-        live,
-        Identity.signal_state == "awaiting_code",
-        Identity.signal_code_requested_at < now - CODE_WAIT,
-    )
-    for user_id in silent:
+    for user_id in await identities.signal_codes_overdue(session, now - CODE_WAIT):
         identity = await identities.get(session, user_id, for_update=True)
         if identity is not None and identity.signal_state == "awaiting_code":
             _retry_later(identity, "No Signal code arrived.", now)
             identity.signal_next_attempt_at = now
-    return await identities.user_ids_where(
-        session,
-        live,
-        Identity.signal_state.in_(("pending", "retrying")),
-        Identity.signal_next_attempt_at <= now,
-    )
+    return await identities.signal_attempts_due(session, now)
 
 
 # --- keep-alive: receive, and store what arrives ---------------------------------------------------------
 
 
 async def receive_batch(
-    uow: UnitOfWork, signal: SignalAdapter, identity_id: uuid.UUID, number: str
+    uow: UnitOfWork, resources: Resources, signal: SignalAdapter, account: identities.SignalAccount
 ) -> tuple[list[StoredSignalMessage], bool]:
-    """Take one batch of what signal-cli holds for the number and store it in the caller's transaction,
-    which must commit right after (signal-cli hands each envelope out once); the new rows, and whether more
-    may be waiting. The database connection is taken first, so an outage leaves the messages with
-    signal-cli."""
+    """Take one batch of what signal-cli holds for the account and store it (each message counted) in the
+    caller's transaction, which must commit right after (signal-cli hands each envelope out once); the new
+    rows, and whether more may be waiting. The database connection is taken first, so an outage leaves the
+    messages with signal-cli."""
     await uow.session.connection()
-    batch = await signal.receive(number, RECEIVE_BATCH)
-    stored = await identities.store_signal_envelopes(uow.session, identity_id, batch)
+    batch = await signal.receive(account.number, RECEIVE_BATCH)
+    stored = await identities.store_signal_envelopes(
+        uow, resources, account.identity_id, account.user_id, batch
+    )
     return stored, len(batch) >= RECEIVE_BATCH
 
 
@@ -193,7 +186,7 @@ async def registration_lost(uow: UnitOfWork, user_id: uuid.UUID) -> bool:
     identity = await identities.get(uow.session, user_id, for_update=True)
     if identity is None or identity.signal_state != "registered":
         return False
-    identity.signal_registered, identity.signal_profile_name = False, None
+    identity.signal_profile_name = None
     restart_signal(identity)
     audit.record(uow.session, "identity.signal_registration_lost", subject=user_id)
     await uow.defer_job("register_signal", user_id=str(user_id))

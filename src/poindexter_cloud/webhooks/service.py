@@ -90,21 +90,19 @@ class PendingEvent:
     payload: dict[str, Any]
 
 
-async def start_attempt(session: AsyncSession, provider: str, event_id: str) -> PendingEvent | None:
-    """Count a processing attempt; None if the event is unknown or already processed."""
-    row = (
-        await session.execute(
-            update(WebhookEvent)
-            .where(
-                WebhookEvent.provider == provider,
-                WebhookEvent.event_id == event_id,
-                WebhookEvent.processed_at.is_(None),
-            )
-            .values(attempts=WebhookEvent.attempts + 1)
-            .returning(WebhookEvent.type, WebhookEvent.payload)
+async def start_attempt(session: AsyncSession, provider: str, event_id: str) -> bool:
+    """Count a processing attempt; False if the event is unknown or already processed."""
+    counted = await session.execute(
+        update(WebhookEvent)
+        .where(
+            WebhookEvent.provider == provider,
+            WebhookEvent.event_id == event_id,
+            WebhookEvent.processed_at.is_(None),
         )
-    ).one_or_none()
-    return None if row is None else PendingEvent(provider, event_id, row[0], row[1])
+        .values(attempts=WebhookEvent.attempts + 1)
+        .returning(WebhookEvent.id)
+    )
+    return counted.one_or_none() is not None
 
 
 async def claim(session: AsyncSession, provider: str, event_id: str) -> PendingEvent | None:
@@ -161,9 +159,9 @@ async def process_stored_event(
     says) in one transaction. On an error, record it and re-raise so the job retries. None if the event
     was already processed."""
     async with resources.unit_of_work() as uow:
-        pending = await start_attempt(uow.session, provider, event_id)
+        started = await start_attempt(uow.session, provider, event_id)
         await uow.commit()
-    if pending is None:
+    if not started:
         return None
     try:
         async with resources.unit_of_work() as uow:
