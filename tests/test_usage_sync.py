@@ -9,6 +9,7 @@ import csv
 import io
 import os
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -25,7 +26,7 @@ from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, stre
 from poindexter_cloud.core.settings import Settings
 from test_accounts import bearer
 from test_admin import operator
-from test_billing import advance, subscribed
+from test_billing import GOOD_CARD, advance, pay, portal, row_of, start_checkout, status_becomes, subscribed
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -221,6 +222,33 @@ async def test_two_syncs_at_once_decide_each_unit_once(billing: Billing) -> None
     results = await asyncio.gather(*(sync(b, user) for _ in range(4)))
     assert sum(r.decided for r in results) == 1
     assert await stripe_totals(b, user) == {"input": 0, "output": 7_000}
+
+
+async def test_a_new_subscription_inside_a_cancelled_period_bills_its_tokens_once(billing: Billing) -> None:
+    b = billing
+    user = await subscribed(b, "basic")
+    old = await row_of(b, user)
+    assert old is not None and old.current_period_start is not None
+    # The allowance, and 1,000 output tokens over, as the period starts.
+    await record_usage(b, user, usage(5_000_000, 1_000), at=old.current_period_start)
+    await sync(b, user)
+    assert await stripe_totals(b, user) == {"input": 0, "output": 1_000}
+
+    # Cancelled at once, then subscribed again before the cancelled period would have ended: the new
+    # subscription's period starts now (a later second: Stripe's periods are whole seconds) and includes
+    # 5M tokens of its own.
+    await portal(b, user, action="cancel_now", subscription=user["subscription"])
+    await status_becomes(b, user, "canceled")
+    await asyncio.sleep(max(0.0, old.current_period_start.timestamp() + 1 - time.time()))
+    paid = await pay(b, (await start_checkout(b, user))["url"], GOOD_CARD)
+    assert paid.status_code == 303
+    await status_becomes(b, user, "active")
+    row = await row_of(b, user)
+    assert row is not None and row.stripe_subscription_id != user["subscription"]
+
+    await record_usage(b, user, usage(2_000, 3_000))  # included in the new period
+    await sync(b, user)
+    assert await stripe_totals(b, user) == {"input": 0, "output": 1_000}  # not billed again by the old one
 
 
 async def test_a_record_pending_past_the_dedupe_window_is_held_for_an_operator(

@@ -35,7 +35,9 @@ transaction-level advisory lock, so a direct call of ``decide`` serialises too.
 falls inside the period and lands on that period's invoice, clamped to now and to Stripe's 35-day limit.
 Once a period has ended more than ``CLOSING_GRACE`` ago (Stripe finalises the period's invoice about an hour
 after it ends), late usage of that period is stamped now and billed on the next invoice. Closed periods
-keep being checked for late events for ``RESYNC_CLOSED``.
+keep being checked for late events for ``RESYNC_CLOSED``. A user's periods never overlap: one that a new
+subscription replaced before it ended (cancelled, then subscribed again) stops where the new one starts, so
+an event is counted in one period only (``disjoint``).
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Final
@@ -405,7 +407,18 @@ async def billable_periods(
                 row.period_end,
             )
         )
-    return periods
+    return disjoint(periods)
+
+
+def disjoint(periods: list[BillablePeriod]) -> list[BillablePeriod]:
+    """The periods in order of start, each ending no later than the next begins, so no event is counted in
+    two: a subscription replaced before its period ended (cancelled, then subscribed again) keeps only
+    what came before the new one, whose tokens its own period includes."""
+    ordered = sorted(periods, key=lambda period: period.start)
+    for index in range(len(ordered) - 1):
+        if ordered[index].end > ordered[index + 1].start:
+            ordered[index] = replace(ordered[index], end=ordered[index + 1].start)
+    return ordered
 
 
 async def decide_period(
