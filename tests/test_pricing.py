@@ -1,4 +1,5 @@
-"""Upstream costs: hand-computed golden cases, rounding up, and a price table that refuses to be sloppy."""
+"""Upstream costs: hand-computed golden cases, rounding up, and a price table that refuses to be sloppy; and
+the overage rule built on them (``billing/overage.py``): what a request past the included tokens bills."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ import msgspec
 import pytest
 
 from poindexter_cloud.billing import pricing
+from poindexter_cloud.billing.overage import Units, request_overage, units_nanodollars
+from poindexter_cloud.billing.plans import PLANS
 from poindexter_cloud.billing.pricing import (
     PRICE_TABLE_VERSION,
     PRICED_MODELS,
@@ -127,3 +130,54 @@ def test_six_decimal_places_are_exact() -> None:
     )
     assert table.models["m"].input == 1  # one picodollar per token
     assert table.models["m"].output == 75_000
+
+
+# --- the overage rule -------------------------------------------------------------------------------------
+
+BASIC = PLANS["basic"]  # 5M included; $3/M input units, $15/M output units
+
+
+def overage(model: str, usage: TokenUsage, left: int = 0, cost: int | None = None) -> tuple[int, Units]:
+    """(tokens included, units) of one Basic request with ``left`` included tokens still unused."""
+    recorded = upstream_cost_microdollars(model, usage) if cost is None else cost
+    share = request_overage(BASIC, model, usage, recorded, BASIC.included_tokens - left)
+    return share.included, share.units
+
+
+def test_tokens_dearer_upstream_than_the_plan_bill_more_units() -> None:
+    # Opus 4.1: input $15/M and cache reads $1.50/M against Basic's $3/M, output $75/M against $15/M.
+    usage = TokenUsage(input_tokens=1_000, output_tokens=100, cache_read_tokens=2_000)
+    assert overage("claude-opus-4-1", usage) == (0, Units(input=6_000, output=500))  # $0.018, $0.0075
+    # Sonnet 4.5 costs what Basic charges: one unit a token; its cheap cache reads still bill one each.
+    assert overage("claude-sonnet-4-5", usage) == (0, Units(input=3_000, output=100))
+
+
+def test_a_request_crossing_the_line_bills_only_its_overage_tokens() -> None:
+    usage = TokenUsage(input_tokens=80, output_tokens=50)
+    assert overage("claude-opus-4-1", usage, left=100) == (100, Units(output=150))  # 30 output tokens x 5
+    assert overage("claude-opus-4-1", usage, left=130) == (130, Units())
+    assert overage("claude-opus-4-1", usage, left=10**9) == (130, Units())
+
+
+def test_an_event_priced_dearer_than_todays_table_bills_its_recorded_cost() -> None:
+    # 1,000 Sonnet input tokens recorded at $0.01 (under an older table) instead of today's $0.003.
+    included, units = overage("claude-sonnet-4-5", TokenUsage(input_tokens=1_000), cost=10_000)
+    assert (included, units) == (0, Units(input=3_334))
+    assert units_nanodollars(BASIC, units) >= 10_000 * 1_000
+
+
+@pytest.mark.parametrize("plan", sorted(PLANS))
+@pytest.mark.parametrize("model", sorted(PRICED_MODELS))
+def test_no_request_past_the_line_is_charged_less_than_its_upstream_cost(plan: str, model: str) -> None:
+    usages = [
+        TokenUsage(input_tokens=1),
+        TokenUsage(output_tokens=1),
+        TokenUsage(input_tokens=7, output_tokens=3, cache_read_tokens=11),
+        TokenUsage(cache_write_5m_tokens=333, cache_write_1h_tokens=777),
+        TokenUsage(123_457, 65_537, 1_000_003, 4_099, 99_991),
+    ]
+    for usage in usages:
+        cost = upstream_cost_microdollars(model, usage)
+        share = request_overage(PLANS[plan], model, usage, cost, PLANS[plan].included_tokens)
+        assert share.included == 0
+        assert units_nanodollars(PLANS[plan], share.units) >= cost * 1_000, usage

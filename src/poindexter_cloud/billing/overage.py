@@ -52,7 +52,7 @@ cent, so an invoice line can differ from the exact sum by at most half a cent.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Final
@@ -67,8 +67,6 @@ from poindexter_cloud.billing.pricing import (
 )
 
 PICODOLLARS_PER_NANODOLLAR: Final = 1_000
-NANODOLLARS_PER_CENT: Final = 10_000_000
-NANODOLLARS_PER_MICRODOLLAR: Final = 1_000
 
 # The order in which one event's tokens consume the included allowance: input side, then output.
 INPUT_SIDE: Final = ("input", "cache_read", "cache_write_5m", "cache_write_1h")
@@ -180,35 +178,6 @@ def request_overage(
         side_units(tokens, INPUT_SIDE, rates, unit_in), side_units(tokens, OUTPUT_SIDE, rates, unit_out)
     )
     return RequestOverage(included, over, units)
-
-
-@dataclass(frozen=True, slots=True)
-class Event:
-    """What the rule reads of one ai_request usage event."""
-
-    model: str | None
-    usage: TokenUsage
-    cost_microdollars: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class PeriodOverage:
-    tokens: int  # every token of the period's events
-    included_used: int
-    units: Units
-
-
-def period_overage(plan: Plan, events: Iterable[Event]) -> PeriodOverage:
-    """The rule over a period's events, given in request order."""
-    consumed = 0
-    included = 0
-    units = Units()
-    for event in events:
-        share = request_overage(plan, event.model, event.usage, event.cost_microdollars, consumed)
-        consumed += total_tokens(event.usage)
-        included += share.included
-        units += share.units
-    return PeriodOverage(consumed, included, units)
 
 
 # --- prices of units -------------------------------------------------------------------------------------
