@@ -4,6 +4,7 @@ sandbox upstreams: answers, streams, tools, translation, errors, and exactly one
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import uuid
 from typing import Any
@@ -299,6 +300,7 @@ async def test_no_retry_after_the_first_byte(
     dex: dict[str, Any],
     resources: Resources,
     worker: Any,
+    json_logs: io.StringIO,
 ) -> None:
     async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
         await sandbox.post("/anthropic/_control/faults", json={"disconnect_after_events": 4, "count": 1})
@@ -314,6 +316,8 @@ async def test_no_retry_after_the_first_byte(
         assert (await sandbox.get("/anthropic/_control/stats")).json()["requests"] == before + 1
     (event,) = await events_of(resources, dex["user_id"])
     assert event.estimated is True and event.input_tokens > 0
+    [failed] = [json.loads(line) for line in json_logs.getvalue().splitlines() if "stream relay" in line]
+    assert (failed["level"], failed["upstream"]) == ("warning", "anthropic-sandbox")
 
 
 async def test_a_client_disconnect_stops_the_upstream_and_meters_what_was_relayed(

@@ -70,6 +70,7 @@ user's hash tag).
 from __future__ import annotations
 
 import calendar
+import functools
 import math
 import secrets
 import time
@@ -506,7 +507,14 @@ class Limiter:
 
 
 def _rfc3339(when: float) -> bytes:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(math.ceil(when))).encode()
+    return _rfc3339_second(math.ceil(when))
+
+
+@functools.lru_cache(maxsize=256)
+def _rfc3339_second(second: int) -> bytes:
+    """strftime costs over a microsecond, and every Anthropic-family answer formats two reset times, which
+    fall on the few seconds a one-minute window can end at."""
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(second)).encode()
 
 
 def _duration(seconds: float) -> bytes:

@@ -238,6 +238,9 @@ class Call:
         except ProxyError as error:
             status = error.status
             raise
+        except Exception:
+            status = 500  # what serve() answers
+            raise
         finally:
             if not self.settled:  # failed before any usage: release the reservation, record the attempt
                 await self.settle(routes[0], TokenUsage(), estimated=False, status=status)
@@ -345,18 +348,14 @@ class Call:
         if upstream.kind == "anthropic":
             headers["x-api-key"] = key
             headers.setdefault("anthropic-version", "2023-06-01")
-            path = "/v1/messages/count_tokens" if self.endpoint == "count_tokens" else "/v1/messages"
             if translated:
                 try:
                     payload = translate.chat_to_messages(msgspec.json.decode(body), route.model)
                 except translate.UntranslatableRequest as exc:
                     raise bad_request(exc.message, param=exc.param, code=exc.code) from None
-                return upstream.base_url + path, msgspec.json.encode(payload), headers
+                return route.url, msgspec.json.encode(payload), headers
         else:
             headers["authorization"] = f"Bearer {key}"
-            path = {"chat": "/chat/completions", "completions": "/completions", "embeddings": "/embeddings"}[
-                self.endpoint
-            ]
         rewrite: dict[str, Any] = {}
         if route.model != head.model:
             rewrite["model"] = route.model
@@ -369,7 +368,7 @@ class Call:
                 self.client_wants_usage = bool(options.get("include_usage"))
                 rewrite["stream_options"] = {**options, "include_usage": True}
             body = msgspec.json.encode({**payload, **rewrite})
-        return upstream.base_url + path, body, headers
+        return route.url, body, headers
 
     client_wants_usage = True
 
@@ -454,8 +453,17 @@ class Call:
                 response.close()
             await asyncio.gather(relay, watcher, return_exceptions=True)
             self.upstream_seconds += time.perf_counter() - sent_at
-        if relay in done and relay.exception() is None:
-            return
+        if relay in done:
+            failure = relay.exception()
+            if failure is None:
+                return
+            log.warning(
+                "stream relay failed: %s: %s",
+                type(failure).__name__,
+                failure,
+                extra={"upstream": route.upstream.name},
+                exc_info=not isinstance(failure, ConnectionError | aiohttp.ClientError | TimeoutError),
+            )
         tally = self.tally
         if tally is not None and not self.settled:
             usage, _ = tally.usage()

@@ -24,9 +24,18 @@ import msgspec
 Kind = Literal["anthropic", "openai-compatible"]
 Endpoint = Literal["messages", "count_tokens", "chat", "completions", "embeddings"]
 
-ENDPOINTS_OF_KIND: dict[str, tuple[Endpoint, ...]] = {
-    "anthropic": ("messages", "count_tokens", "chat"),  # chat is translated to the Messages API
-    "openai-compatible": ("chat", "completions", "embeddings"),
+# What each kind serves, and where below its base URL.
+PATHS_OF_KIND: dict[str, dict[Endpoint, str]] = {
+    "anthropic": {
+        "messages": "/v1/messages",
+        "count_tokens": "/v1/messages/count_tokens",
+        "chat": "/v1/messages",  # translated to the Messages API
+    },
+    "openai-compatible": {
+        "chat": "/chat/completions",
+        "completions": "/completions",
+        "embeddings": "/embeddings",
+    },
 }
 
 
@@ -40,14 +49,15 @@ class Upstream(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     endpoints: list[Endpoint] | None = None  # default: everything its kind speaks
 
     def serves(self, endpoint: Endpoint) -> bool:
-        return endpoint in (self.endpoints or ENDPOINTS_OF_KIND[self.kind])
+        return endpoint in (self.endpoints or PATHS_OF_KIND[self.kind])
 
 
 class Route(msgspec.Struct, frozen=True):
-    """A provider able to answer a request, and the model name to send it."""
+    """A provider able to answer a request on one endpoint, the model name to send it, and where."""
 
     upstream: Upstream
     model: str
+    url: str
 
 
 class UpstreamConfigError(ValueError):
@@ -106,9 +116,10 @@ class Catalog:
         for upstream in upstreams:
             names = {model: model for model in upstream.models} | dict(upstream.aliases)
             for requested, actual in names.items():
-                for endpoint in ENDPOINTS_OF_KIND[upstream.kind]:
+                for endpoint, path in PATHS_OF_KIND[upstream.kind].items():
                     if upstream.serves(endpoint):
-                        self._routes.setdefault((endpoint, requested), []).append(Route(upstream, actual))
+                        route = Route(upstream, actual, upstream.base_url + path)
+                        self._routes.setdefault((endpoint, requested), []).append(route)
 
     def routes(self, endpoint: Endpoint, model: str) -> list[Route]:
         """Providers for this model and endpoint, in configured order; empty if none."""
