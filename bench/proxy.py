@@ -953,7 +953,11 @@ def main() -> int:
     parser.add_argument("--streams", type=int, default=STREAMS, help="slow streams held open (default 1000)")
     parser.add_argument("--profile", action="store_true", help="also sample the proxy with py-spy")
     parser.add_argument("--keep-logs", action="store_true", help="copy the servers' logs to bench/results")
-    parser.add_argument("--py-spy", default=shutil.which("py-spy"), help="py-spy executable")
+    parser.add_argument(
+        "--py-spy",
+        default=shutil.which("py-spy", path=Path(sys.executable).parent) or shutil.which("py-spy"),
+        help="py-spy executable (default: beside this Python, else on PATH)",
+    )
     args = parser.parse_args()
     if not 1 <= args.duration <= 60 or not 1 <= args.warmup <= 10 or not 1 <= args.streams <= 5000:
         parser.error("duration 1-60 s, warmup 1-10 s, streams 1-5000")
