@@ -1,12 +1,15 @@
-"""Jobs: recorded in job_history, retried with backoff, failed visibly, enqueued only after commit."""
+"""Jobs: recorded in job_history, retried with backoff, failed visibly, enqueued only after commit, and
+settled by the outbox sweep when PostgreSQL missed their outcome."""
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from saq import Status
 from sqlalchemy import select, update
 
 from conftest import eventually
@@ -96,3 +99,96 @@ async def test_a_job_committed_but_never_enqueued_is_picked_up_by_the_outbox_swe
         assert await enqueue_stranded(session, resources.queue) >= 1
     row = await eventually(lambda: finished(resources, job_id))
     assert row.status == "completed" and RUNS[token] == 1
+
+
+async def sweep(resources: Resources) -> None:
+    async with resources.db.sessions() as session:
+        await enqueue_stranded(session, resources.queue)
+        await session.commit()
+
+
+async def outcome_missed(resources: Resources, job_id: uuid.UUID, row_status: str, ended_ago: float) -> None:
+    """As if PostgreSQL had been away when SAQ ended the job ``ended_ago`` seconds ago: its row still says
+    ``row_status``."""
+    async with resources.db.sessions() as session:
+        await session.execute(
+            update(JobHistory)
+            .where(JobHistory.id == job_id)
+            .values(status=row_status, created_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+        await session.commit()
+    saq_job = await resources.queue.saq.job(str(job_id))
+    assert saq_job is not None and saq_job.status in {Status.COMPLETE, Status.FAILED}
+    await resources.queue.saq.update(saq_job, completed=int((time.time() - ended_ago) * 1000))
+
+
+async def saq_status(resources: Resources, job_id: uuid.UUID) -> Status | None:
+    saq_job = await resources.queue.saq.job(str(job_id))
+    return None if saq_job is None else saq_job.status
+
+
+async def test_a_job_completed_while_its_outcome_was_not_recorded_is_recorded_by_the_sweep_and_never_rerun(
+    resources: Resources, worker: Any
+) -> None:
+    token, job_id = await defer(resources, failures=0)
+    await eventually(lambda: finished(resources, job_id))
+
+    # Just ended: after_job may still be writing, so the sweep leaves the row to it.
+    await outcome_missed(resources, job_id, "running", ended_ago=1)
+    await sweep(resources)
+    assert (await history(resources, job_id)).status == "running"
+    assert await saq_status(resources, job_id) == Status.COMPLETE
+
+    # Ended long ago, PostgreSQL never told: the sweep records what SAQ knows.
+    await outcome_missed(resources, job_id, "running", ended_ago=120)
+    await sweep(resources)
+    row = await history(resources, job_id)
+    assert (row.status, row.attempts) == ("completed", 1) and row.completed_at is not None
+    assert await saq_status(resources, job_id) == Status.COMPLETE
+    assert RUNS[token] == 1
+
+
+async def test_a_job_its_worker_kept_dying_under_is_recorded_failed_not_run_again(
+    resources: Resources, worker: Any
+) -> None:
+    token, job_id = await defer(resources, failures=0)
+    await eventually(lambda: finished(resources, job_id))
+    await outcome_missed(resources, job_id, "running", ended_ago=120)
+    # What SAQ's sweep leaves of a job whose last attempt's worker died: aborted, no retry left.
+    saq_job = await resources.queue.saq.job(str(job_id))
+    assert saq_job is not None
+    await resources.queue.saq.update(saq_job, status=Status.ABORTED, error="swept")
+
+    await sweep(resources)
+    row = await history(resources, job_id)
+    assert (row.status, row.last_error) == ("failed", "swept")
+    assert await saq_status(resources, job_id) == Status.ABORTED
+    assert RUNS[token] == 1
+
+
+async def test_a_job_that_ran_out_of_attempts_while_its_outcome_was_not_recorded_runs_again(
+    resources: Resources, worker: Any
+) -> None:
+    attempts = resources.settings.job_max_attempts
+    token, job_id = await defer(resources, failures=attempts)  # every attempt fails (an outage, say)
+    assert (await eventually(lambda: finished(resources, job_id), within=20)).status == "failed"
+    await outcome_missed(resources, job_id, "retrying", ended_ago=120)
+
+    await sweep(resources)
+    row = await eventually(lambda: finished(resources, job_id))
+    assert row.status == "completed" and RUNS[token] == attempts + 1
+
+
+async def test_a_job_a_dying_sweep_left_half_aborted_runs_again(resources: Resources, worker: Any) -> None:
+    token, job_id = await defer(resources, failures=0)
+    await eventually(lambda: finished(resources, job_id))
+    await outcome_missed(resources, job_id, "retrying", ended_ago=120)
+    # What SAQ's sweep leaves when its worker dies between aborting a stuck job and retrying it: the job
+    # marked aborting, in none of SAQ's lists, so nothing in SAQ runs it any more.
+    saq_job = await resources.queue.saq.job(str(job_id))
+    assert saq_job is not None
+    await resources.queue.saq.update(saq_job, status=Status.ABORTING, error="swept")
+
+    await sweep(resources)
+    row = await eventually(lambda: finished(resources, job_id))
+    assert row.status == "completed" and RUNS[token] == 2

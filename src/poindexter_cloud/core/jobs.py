@@ -13,10 +13,13 @@ GAUGE_SECONDS = 15
 
 @cron("* * * * *", timeout_seconds=60)
 async def enqueue_stranded_jobs(ctx: dict[str, Any]) -> int:
-    """Enqueue jobs whose transaction committed but whose enqueue never happened (the outbox sweep)."""
+    """The outbox sweep: enqueue jobs whose transaction committed but whose enqueue never happened, and
+    settle the runs whose outcome PostgreSQL missed (``queue.enqueue_stranded``)."""
     resources = ctx["resources"]
     async with resources.db.sessions() as session:
-        return await enqueue_stranded(session, resources.queue)
+        enqueued = await enqueue_stranded(session, resources.queue)
+        await session.commit()
+    return enqueued
 
 
 @background

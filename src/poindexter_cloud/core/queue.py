@@ -4,8 +4,10 @@ Jobs follow a transactional outbox: ``UnitOfWork.defer_job`` writes a ``pending`
 caller's transaction; after the commit the row's id becomes the SAQ job key. If the process dies between
 commit and enqueue, the ``enqueue_stranded_jobs`` cron finds the row still pending and enqueues it, and
 SAQ's key dedupe makes the second enqueue of a live job a no-op. A rolled-back transaction leaves no row,
-so its job never runs. The same cron re-enqueues a ``running`` or ``retrying`` row whose SAQ job is no longer
-live: its attempts ran out, or it finished, while PostgreSQL was down and could not be told.
+so its job never runs. The same cron settles a ``running`` or ``retrying`` row whose SAQ job is no longer live
+and whose outcome PostgreSQL was not told (it was down): a job SAQ completed is recorded completed, one its
+sweep gave up on (its worker kept dying) failed, and one that ran out of attempts, or whose record SAQ no
+longer keeps, is enqueued again.
 
 A running job is touched every few seconds (its heartbeat), so the job of a worker that died (SIGKILL, out
 of memory) is retried by the next sweep of a live worker, not only once its whole timeout has passed.
@@ -30,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from saq import CronJob, Job, Queue, Status
+from saq.job import TERMINAL_STATUSES
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -166,10 +169,12 @@ class JobQueue:
 async def enqueue_stranded(
     session: AsyncSession, queue: JobQueue, older_than: timedelta = STRANDED_AFTER
 ) -> int:
-    """Enqueue the unfinished rows whose job SAQ does not hold (any more): pending ones whose post-commit
-    enqueue never happened (the process died in between), and running or retrying ones whose outcome
-    could not be recorded (PostgreSQL was down when SAQ finished them or ran out of attempts). SAQ refuses
-    a key it still holds, so a live job is left alone. Returns how many were enqueued."""
+    """Settle the unfinished rows older than ``older_than`` by what SAQ knows of their job. One SAQ ended
+    more than ``older_than`` ago (so ``after_job`` could not record it) is recorded completed, or failed if
+    SAQ's sweep gave up on it, or enqueued again if it ran out of attempts (to an outage, perhaps). Any
+    other is enqueued: a pending one whose post-commit enqueue never happened (the process died in between),
+    one whose SAQ record has expired (``Job.ttl`` after its end) or that SAQ left unfinished; SAQ refuses a
+    key it still holds, so a live job is left alone. The caller commits; returns how many were enqueued."""
     cutoff = datetime.now(UTC) - older_than
     # A periodic job's run left "running" is not run again out of turn: its next scheduled run does the same
     # work, and a cron run's row id is not its SAQ key, so SAQ could not tell it is still live.
@@ -190,8 +195,25 @@ async def enqueue_stranded(
         .scalars()
         .all()
     )
+    held = await queue.saq.jobs([str(row.id) for row in rows]) if rows else []
+    ended_before = cutoff.timestamp() * 1000  # SAQ's times are epoch milliseconds
     enqueued = 0
-    for row in rows:
+    for row, saq_job in zip(rows, held, strict=True):
+        if saq_job is not None and saq_job.status in TERMINAL_STATUSES:
+            if saq_job.completed >= ended_before:
+                continue  # it has just ended: after_job is recording it
+            if saq_job.status != Status.FAILED:
+                status = _STATUS_NAMES[saq_job.status]
+                if status == "failed":  # SAQ's sweep gave up on it: no after_job counted it
+                    _failed_for_good(saq_job, row.id)
+                await session.execute(
+                    update(JobHistory)
+                    .where(JobHistory.id == row.id, JobHistory.status.in_(UNFINISHED))
+                    .values(**_outcome(saq_job, status, _error_text(saq_job, None)))
+                )
+                continue
+        # Never enqueued, its record expired, out of attempts (to the outage itself, perhaps) or left
+        # unfinished (a sweep that died between its abort and its retry): SAQ refuses a key it still holds.
         enqueued += await queue.enqueue(row.id, row.job_type, dict(row.payload))
     return enqueued
 
@@ -203,12 +225,20 @@ def _history_id(job: Job) -> uuid.UUID | None:
         return None
 
 
-def _error_text(ctx: dict[str, Any]) -> str | None:
-    exc = ctx.get("exception")
+def _error_text(job: Job, exc: BaseException | None) -> str | None:
     if exc is None:
-        job: Job = ctx["job"]
         return (job.error or "")[-ERROR_TEXT_LIMIT:] or None
     return f"{type(exc).__name__}: {exc}"[:ERROR_TEXT_LIMIT]
+
+
+def _outcome(job: Job, status: str, error: str | None) -> dict[str, Any]:
+    """The job_history columns of a run's outcome (``status`` is ours: completed, retrying or failed)."""
+    values: dict[str, Any] = {"status": status, "attempts": job.attempts}
+    if status == "completed":
+        values["completed_at"] = datetime.fromtimestamp(job.completed / 1000, UTC)
+    else:
+        values["last_error"] = error
+    return values
 
 
 _STATUS_NAMES = {Status.COMPLETE: "completed", Status.FAILED: "failed", Status.ABORTED: "failed"}
@@ -250,6 +280,14 @@ _job_runs = cached(JOBS)
 _job_duration = cached(JOB_DURATION)
 
 
+def _failed_for_good(job: Job, history_id: uuid.UUID) -> None:
+    _job_runs(job.function, "failed").inc()
+    log.error(
+        "job failed for good",
+        extra={"job": job.function, "job_id": str(history_id), "attempts": job.attempts},
+    )
+
+
 async def after_job(ctx: dict[str, Any]) -> None:
     """Record the outcome: completed, failed for good, or waiting for a retry."""
     job: Job = ctx["job"]
@@ -265,19 +303,13 @@ async def _record_outcome(ctx: dict[str, Any], job: Job, status: str) -> None:
     history_id = ctx.get("history_id")
     if history_id is None:
         return
-    _job_runs(job.function, status).inc()
+    if status == "failed":
+        _failed_for_good(job, history_id)
+    else:
+        _job_runs(job.function, status).inc()
     if "started" in ctx:
         _job_duration(job.function).observe(time.monotonic() - ctx["started"])
-    values: dict[str, Any] = {"status": status, "attempts": job.attempts}
-    if status == "completed":
-        values["completed_at"] = datetime.now(UTC)
-    else:
-        values["last_error"] = _error_text(ctx)
-    if status == "failed":
-        log.error(
-            "job failed for good",
-            extra={"job": job.function, "job_id": str(history_id), "attempts": job.attempts},
-        )
+    values = _outcome(job, status, _error_text(job, ctx.get("exception")))
     async with ctx["resources"].db.sessions() as session:
         await session.execute(update(JobHistory).where(JobHistory.id == history_id).values(**values))
         await session.commit()
