@@ -561,6 +561,25 @@ async def test_a_page_that_polls_keeps_the_session_it_renews(visit: Visit, conso
     await expect(page).to_have_url(re.compile(r"/console/keys$"))
 
 
+async def test_an_error_page_keeps_the_session_it_renews(visit: Visit, console: Console) -> None:
+    page, context = visit.page, visit.context
+    await sign_up(page)
+    await page.goto("/console/keys")
+    token = await page.locator("input[name=_csrf_token]").first.get_attribute("value")
+    assert token
+
+    for refused_with, ask in (
+        (404, lambda: page.request.post(f"/console/keys/{uuid.uuid4()}/revoke", form={"_csrf_token": token})),
+        (403, lambda: page.request.get("/console/admin/users")),
+    ):
+        used = await cookie_value(context, "pdx_refresh")
+        await context.clear_cookies(name="pdx_access")  # its time is up: this request renews the session
+        assert (await ask()).status == refused_with
+        assert await cookie_value(context, "pdx_refresh") not in (None, used)
+    await page.goto("/console/keys")  # had the renewal been dropped, this would present a used refresh token
+    await expect(page).to_have_url(re.compile(r"/console/keys$"))
+
+
 # --- security ---------------------------------------------------------------------------------------------
 
 
@@ -651,6 +670,8 @@ async def test_admin_pages_are_for_operators_only(
         await admin.page.get_by_role("link", name="The whole audit log").click()
         await expect(admin.page.locator("tbody")).to_contain_text("auth.login")
         await admin.shot("admin-audit")
+        for listing in ("users", "audit"):  # a page past PostgreSQL's bigint offset: refused, not a 500
+            assert (await admin.page.request.get(f"/console/admin/{listing}?page={10**18}")).status == 400
         assert admin.problems == []
     finally:
         await admin.context.close()

@@ -25,6 +25,8 @@ from poindexter_cloud.identity import service as identities
 from poindexter_cloud.identity.schemas import IdentityView, ProvisioningIssues
 from poindexter_cloud.provisioning import service as provisioning
 
+MAX_OFFSET = 1_000_000_000  # far past any real list, and well inside PostgreSQL's bigint OFFSET
+
 
 def summary(user: User) -> UserSummary:
     return UserSummary(
@@ -51,7 +53,7 @@ class AdminUsersController(Controller):
         accounts: Accounts,
         q: Annotated[str | None, Parameter(max_length=200, description="search email and name")] = None,
         limit: Annotated[int, Parameter(ge=1, le=200)] = 50,
-        offset: Annotated[int, Parameter(ge=0)] = 0,
+        offset: Annotated[int, Parameter(ge=0, le=MAX_OFFSET)] = 0,
     ) -> UserPage:
         """Users, newest first, optionally searched by email or name."""
         users, total = await accounts.list_users(uow.session, q, limit, offset)

@@ -111,6 +111,9 @@ def render(request: Request[Any, Any, Any], template: str, visitor: Visitor | No
     )
 
 
+PAGE_STATE = "console_page"  # the request's Page, in request.state
+
+
 @dataclass
 class Page:
     """The request's page: who is signed in and the cookies the response sets (a renewed session, a new
@@ -123,6 +126,8 @@ class Page:
 
     def __post_init__(self) -> None:
         self.cookies.extend(self.sign_in.cookies)
+        # An error page answers in place of the route, and still sets these cookies (``error_response``).
+        self.request.state[PAGE_STATE] = self
 
     @property
     def visitor(self) -> Visitor | None:
@@ -178,6 +183,10 @@ def error_response(
     message: str,
     headers: dict[str, str] | None = None,
 ) -> Response[str]:
+    """An error page. It carries the cookies of the request's page, if it got that far: a session renewed
+    on this request must reach the browser, or its next request presents the used refresh token and ends
+    the session."""
+    page = request.state.get(PAGE_STATE)
     html = render(
         request,
         "error.html",
@@ -188,7 +197,11 @@ def error_response(
         request_id=request_id_var.get(),
     )
     return Response(
-        html, status_code=status, media_type=MediaType.HTML, headers={**NO_STORE, **(headers or {})}
+        html,
+        status_code=status,
+        media_type=MediaType.HTML,
+        headers={**NO_STORE, **(headers or {})},
+        cookies=page.cookies if isinstance(page, Page) else None,
     )
 
 

@@ -56,6 +56,7 @@ from poindexter_cloud.provisioning import service as provisioning
 
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 ADMIN_PAGE_SIZE = 50
+MAX_PAGE = 1_000_000  # its offset stays well inside PostgreSQL's bigint OFFSET
 STUCK_AFTER = timedelta(minutes=15)  # the admin API's default for "no progress"
 
 
@@ -451,7 +452,7 @@ class AdminPages(Controller):
         uow: UnitOfWork,
         accounts: Accounts,
         q: Annotated[str, Parameter(max_length=200)] = "",
-        number: Annotated[int, QueryParameter(name="page", ge=1)] = 1,
+        number: Annotated[int, QueryParameter(name="page", ge=1, le=MAX_PAGE)] = 1,
     ) -> Response[Any]:
         users, total = await accounts.list_users(
             uow.session, q or None, ADMIN_PAGE_SIZE, (number - 1) * ADMIN_PAGE_SIZE
@@ -540,7 +541,7 @@ class AdminPages(Controller):
         admin: Visitor,
         uow: UnitOfWork,
         accounts: Accounts,
-        number: Annotated[int, QueryParameter(name="page", ge=1)] = 1,
+        number: Annotated[int, QueryParameter(name="page", ge=1, le=MAX_PAGE)] = 1,
     ) -> Response[Any]:
         events, total = await accounts.security_events(
             uow.session, limit=ADMIN_PAGE_SIZE, offset=(number - 1) * ADMIN_PAGE_SIZE
