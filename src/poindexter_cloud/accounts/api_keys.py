@@ -57,7 +57,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.accounts.errors import AccountSuspended, ApiKeyNotFound, InvalidApiKey
 from poindexter_cloud.accounts.models import ApiKey, User
-from poindexter_cloud.core.crypto import derive_key, keyed_hash
+from poindexter_cloud.core.crypto import KeyRing, keyed_hash
 from poindexter_cloud.core.db import Database
 from poindexter_cloud.core.settings import Settings
 
@@ -127,13 +127,9 @@ def hash_key(key: str, hmac_key: bytes) -> str:
     return keyed_hash(hmac_key, key)
 
 
-def _hmac_key(settings: Settings) -> bytes:
-    return derive_key(settings.secret_key, HASH_PURPOSE)
-
-
-def _previous_hmac_key(settings: Settings) -> bytes | None:
-    """During a SECRET_KEY rotation, the key the older keys' hashes were made with."""
-    return derive_key(settings.secret_key_previous, HASH_PURPOSE) if settings.secret_key_previous else None
+def _hmac_keys(settings: Settings) -> KeyRing:
+    """The current HMAC key, then (during a SECRET_KEY rotation) the one older keys' hashes were made with."""
+    return KeyRing.derive(HASH_PURPOSE, settings.secret_key, settings.secret_key_previous)
 
 
 # --- service functions (take a session, never commit) ---------------------------------------------------
@@ -160,7 +156,7 @@ async def create_key(
     row = ApiKey(
         id=uuid.uuid4(),
         user_id=user_id,
-        key_hash=hash_key(secret, _hmac_key(settings)),
+        key_hash=hash_key(secret, _hmac_keys(settings).current),
         key_prefix=display_prefix(secret),
         name=name,
         last_used_at=None,
@@ -304,8 +300,9 @@ class ApiKeyVerifier:
         self._lookup_engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
         self._redis = redis
         self._prefix = settings.api_key_prefix
-        self._hmac_key = _hmac_key(settings)
-        self._previous_hmac_key = _previous_hmac_key(settings)
+        hmac_keys = _hmac_keys(settings).keys
+        self._hmac_key = hmac_keys[0]
+        self._previous_hmac_key = hmac_keys[1] if len(hmac_keys) > 1 else None
         self._positive: dict[str, _Entry] = {}
         self._by_user: dict[uuid.UUID, set[str]] = {}
         self._negative: dict[str, float] = {}

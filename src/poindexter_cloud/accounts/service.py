@@ -13,13 +13,14 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from poindexter_cloud.accounts import passwords
+from poindexter_cloud.accounts import api_keys, passwords
+from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, IssuedKey
 from poindexter_cloud.accounts.errors import (
     AccountSuspended,
     EmailTaken,
@@ -30,16 +31,13 @@ from poindexter_cloud.accounts.errors import (
     UserNotFound,
 )
 from poindexter_cloud.accounts.models import ApiKey, EmailToken, RefreshToken, Session, User
+from poindexter_cloud.accounts.throttle import LoginThrottle
 from poindexter_cloud.accounts.tokens import SigningKeys, issue_access_token
 from poindexter_cloud.core import audit
 from poindexter_cloud.core.crypto import KeyRing, derive_key, random_token
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.models import AuditEvent
 from poindexter_cloud.core.settings import Settings
-
-if TYPE_CHECKING:
-    from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, IssuedKey
-    from poindexter_cloud.accounts.throttle import LoginThrottle
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
 VERIFY_EMAIL, RESET_PASSWORD = "verify_email", "reset_password"
@@ -353,8 +351,6 @@ class Accounts:
 
         Returns the hashes of the revoked API keys, for the caller to announce once committed.
         """
-        from poindexter_cloud.accounts import api_keys
-
         if not passwords.verify_password(user.password_hash, password):
             raise InvalidCredentials("Deleting the account needs the current password.")
         user.status, user.deleted_at = "deleted", now()
@@ -556,8 +552,6 @@ class Accounts:
     ) -> IssuedKey:
         """A new key, audited; once committed, replicas drop any negative cache entry for its hash (someone
         may have tried the key early)."""
-        from poindexter_cloud.accounts import api_keys
-
         issued = await api_keys.create_key(uow.session, self.settings, user_id, name)
         audit.record(
             uow.session,
@@ -574,8 +568,6 @@ class Accounts:
         self, uow: UnitOfWork, verifier: ApiKeyVerifier, user_id: uuid.UUID, key_id: uuid.UUID, client: Client
     ) -> None:
         """Revoke a key, audited; once committed it stops working on every replica within a second."""
-        from poindexter_cloud.accounts import api_keys
-
         key = await api_keys.revoke_key(uow.session, user_id, key_id)
         audit.record(
             uow.session, "api_key.revoked", actor=user_id, subject=user_id, ip=client.ip, key_id=str(key_id)
@@ -586,8 +578,6 @@ class Accounts:
         self, uow: UnitOfWork, verifier: ApiKeyVerifier, user_id: uuid.UUID, key_id: uuid.UUID, client: Client
     ) -> tuple[IssuedKey, datetime | None]:
         """A new secret for a key, audited, and when the old one stops working (its grace period)."""
-        from poindexter_cloud.accounts import api_keys
-
         issued = await api_keys.rotate_key(uow.session, self.settings, user_id, key_id)
         previous = await uow.session.get(ApiKey, key_id)
         audit.record(
