@@ -1,5 +1,6 @@
 """Retention: the worker's daily jobs drop raw usage events past USAGE_EVENTS_RETENTION_MONTHS (whole
-monthly partitions) and received messages past MESSAGE_RETENTION_DAYS, and keep everything younger."""
+monthly partitions) and SMS (received and sent) and received Signal messages past MESSAGE_RETENTION_DAYS, and
+keep everything younger."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from poindexter_cloud.billing.usage_buffer import UsageRecord
 from poindexter_cloud.core.models import JobHistory
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import service as identities
-from poindexter_cloud.identity.models import IncomingSms, SignalMessage
+from poindexter_cloud.identity.models import IncomingSms, OutgoingSms, SignalMessage
 from test_accounts import register
 
 
@@ -95,7 +96,7 @@ async def test_usage_events_past_the_retention_are_dropped_with_their_partitions
     assert exists is None
 
 
-async def test_received_messages_past_the_retention_are_deleted(
+async def test_messages_past_the_retention_are_deleted(
     web: httpx.AsyncClient, resources: Resources, worker: Any
 ) -> None:
     user = await register(web)
@@ -108,6 +109,17 @@ async def test_received_messages_past_the_retention_are_deleted(
                     phone_number="+15555550100",
                     from_number="+15555550199",
                     body=f"{marker} sms",
+                    identity_id=identity.id,
+                    created_at=created,
+                )
+            )
+            uow.session.add(
+                OutgoingSms(
+                    from_number="+15555550100",
+                    to_number="+15555550199",
+                    body=f"{marker} sent sms",
+                    telnyx_message_id=f"msg_{uuid.uuid4().hex}",
+                    status="queued",
                     identity_id=identity.id,
                     created_at=created,
                 )
@@ -132,7 +144,10 @@ async def test_received_messages_past_the_retention_are_deleted(
         sms = (
             await session.execute(select(IncomingSms.body).where(IncomingSms.identity_id == identity_id))
         ).scalars()
+        sent = (
+            await session.execute(select(OutgoingSms.body).where(OutgoingSms.identity_id == identity_id))
+        ).scalars()
         signal = (
             await session.execute(select(SignalMessage.body).where(SignalMessage.identity_id == identity_id))
         ).scalars()
-        assert (list(sms), list(signal)) == (["new sms"], ["new signal"])
+        assert (list(sms), list(sent), list(signal)) == (["new sms"], ["new sent sms"], ["new signal"])
