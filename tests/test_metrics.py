@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 
@@ -86,3 +87,24 @@ async def test_no_label_carries_an_id(web: httpx.AsyncClient, proxy: httpx.Async
         for name, labels in await samples(client):
             for label, text in labels:
                 assert not UUID.search(text) and not SECRETS.search(text), (name, label, text)
+
+
+async def test_a_client_that_leaves_before_the_answer_is_counted_499_not_500(
+    web: httpx.AsyncClient, proxy: httpx.AsyncClient, proxy_server: RunningServer, resources: Resources
+) -> None:
+    user = await subscriber(web, resources)
+    labels = {"role": "proxy", "method": "POST", "route": "/v1/messages"}
+    before = await samples(proxy)
+    _, writer = await asyncio.open_connection("127.0.0.1", proxy_server.port)
+    writer.write(
+        b"POST /v1/messages HTTP/1.1\r\nHost: proxy\r\ncontent-type: application/json\r\n"
+        b"x-api-key: " + user["key"].encode() + b'\r\ncontent-length: 1000\r\n\r\n{"model": '
+    )
+    await writer.drain()
+    writer.close()  # gone before the body is complete
+
+    async def counted() -> bool:
+        return grew(before, await samples(proxy), "http_requests_total", **labels, status="499") == 1
+
+    await eventually(counted, within=5)
+    assert grew(before, await samples(proxy), "http_requests_total", **labels, status="500") == 0

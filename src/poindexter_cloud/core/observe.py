@@ -30,6 +30,7 @@ REQUEST_ID_HEADER = b"x-request-id"
 _VALID_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:\-]{1,128}$")
 
 UNROUTED = "unrouted"
+CLIENT_CLOSED = 499  # nginx's status for a request whose client left before any answer
 
 # The metric children of each label set, looked up once: ``labels()`` costs more than the update itself.
 _SERIES: dict[tuple[str, str, str, int], tuple[Any, Any]] = {}
@@ -65,10 +66,12 @@ class Observed:
         status = 500
         started = time.perf_counter()
 
+        answered = False
+
         async def send_with_id(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, answered
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, answered = message["status"], True
                 message["headers"] = [*message.get("headers", ()), header]
             await send(message)
 
@@ -84,6 +87,8 @@ class Observed:
         span = span_cm.__enter__() if span_cm is not None else None
         try:
             await self.app(scope, receive, send_with_id)
+            if not answered:  # the app gave up without a word: the client went away first
+                status = CLIENT_CLOSED
         finally:
             elapsed = time.perf_counter() - started
             route = scope.get("path_template") or UNROUTED
