@@ -37,10 +37,12 @@ from poindexter_cloud.accounts.api_keys import (
 )
 from poindexter_cloud.accounts.errors import AccountSuspended, ApiKeyNotFound, InvalidApiKey
 from poindexter_cloud.accounts.models import ApiKey
+from poindexter_cloud.billing.models import Subscription
 from poindexter_cloud.core.crypto import derive_key
 from poindexter_cloud.core.db import Database
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
+from poindexter_cloud.proxy.entitlements import Entitlements
 
 BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 
@@ -83,12 +85,16 @@ MakeReplica = Callable[..., Awaitable[Replica]]
 async def make_replica(settings: Settings) -> AsyncIterator[MakeReplica]:
     replicas: list[Replica] = []
 
-    async def make(replica_settings: Settings = settings, start: bool = True) -> Replica:
+    async def make(
+        replica_settings: Settings = settings,
+        start: bool = True,
+        verifier_class: type[ApiKeyVerifier] = ApiKeyVerifier,
+    ) -> Replica:
         db = Database.from_url(replica_settings.database_url, pool_size=2)
         name = f"api-keys-test-{uuid.uuid4().hex[:8]}"
         redis = Redis.from_url(replica_settings.redis_url, client_name=name)
         replica = Replica(
-            ApiKeyVerifier(db, redis, replica_settings), StatementLog(db.engine), redis, db, name
+            verifier_class(db, redis, replica_settings), StatementLog(db.engine), redis, db, name
         )
         replicas.append(replica)
         if start:
@@ -251,6 +257,58 @@ async def test_cache_hits_do_no_io_and_unknown_keys_are_cached_briefly(
         with pytest.raises(InvalidApiKey):
             await replica.verifier.verify(unknown, None)
     assert replica.log.count() == 1
+
+
+class ShortLivedEntries(ApiKeyVerifier):
+    POSITIVE_TTL_SECONDS = 0.4
+
+
+async def test_a_key_in_steady_use_is_refreshed_in_the_background_never_on_the_request_path(
+    resources: Resources, make_replica: MakeReplica
+) -> None:
+    issued = await issue(resources, await new_user(resources))
+    replica = await make_replica(verifier_class=ShortLivedEntries)
+    await replica.verifier.verify(issued.secret, None)  # the one miss
+    replica.log.clear()
+    deadline = time.monotonic() + 3 * ShortLivedEntries.POSITIVE_TTL_SECONDS
+    while time.monotonic() < deadline:
+        before = replica.log.count()
+        assert (await replica.verifier.verify(issued.secret, None)).key_id == issued.row.id
+        assert replica.log.count() == before  # answered from the cache, no query in the call
+        await asyncio.sleep(0.02)
+    assert replica.log.count("SELECT") >= 2  # yet the entry was read again, in the background
+
+
+class ShortLivedEntitlements(Entitlements):
+    TTL_SECONDS = 0.4
+
+
+async def test_a_user_in_steady_use_has_the_plan_refreshed_in_the_background(
+    resources: Resources, make_replica: MakeReplica
+) -> None:
+    user_id = await new_user(resources)
+    async with resources.unit_of_work() as uow:
+        uow.session.add(
+            Subscription(
+                user_id=user_id,
+                stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
+                stripe_price_id="price_test",
+                plan="pro",
+                status="active",
+            )
+        )
+        await uow.commit()
+    replica = await make_replica()
+    plans = ShortLivedEntitlements(replica.db, replica.verifier)
+    assert (await plans.of(user_id)).plan == "pro"  # the one read
+    replica.log.clear()
+    deadline = time.monotonic() + 3 * ShortLivedEntitlements.TTL_SECONDS
+    while time.monotonic() < deadline:
+        before = replica.log.count()
+        assert (await plans.of(user_id)).state == "active"
+        assert replica.log.count() == before
+        await asyncio.sleep(0.02)
+    assert replica.log.count("SELECT") >= 2
 
 
 async def test_concurrent_misses_for_one_key_share_one_query(

@@ -14,7 +14,9 @@ database leak alone reveals neither usable keys nor a way to test guesses offlin
 
 **Verification** (``ApiKeyVerifier``) keeps a process-local cache by key hash. Correctness comes from Redis
 pub/sub: whoever revokes a key, rotates it or changes a user publishes on ``INVALIDATION_CHANNEL`` after the
-commit, and every replica drops the entries named. Cached entries still expire after 60 s as a safety net,
+commit, and every replica drops the entries named. Cached entries still expire after 60 s as a safety net;
+a key still in use in an entry's last quarter is looked up again in the background, so a key in steady use
+never waits for the database on the request path after its first request. Entries
 carry the key's ``expires_at`` (re-checked on every hit, so a rotated key stops at the end of its grace
 period even while cached), and while the listener is not subscribed (startup, a Redis outage) entries live
 only one second; each (re)subscription clears the cache, since messages may have been missed. Unknown
@@ -247,8 +249,9 @@ class _Invalidation(msgspec.Struct, omit_defaults=True):
 _encode = msgspec.json.Encoder().encode
 _decode_invalidation = msgspec.json.Decoder(_Invalidation).decode
 
-# (principal, account active, key expiry as epoch seconds (inf: none), entry valid until epoch seconds)
-_Entry = tuple[KeyPrincipal, bool, float, float]
+# (principal, account active, key expiry as epoch seconds (inf: none), entry valid until epoch seconds,
+# background refresh due at epoch seconds (inf: started already))
+_Entry = tuple[KeyPrincipal, bool, float, float, float]
 
 _LOOKUP = (
     select(ApiKey.id, ApiKey.user_id, ApiKey.expires_at, User.status, User.is_admin)
@@ -283,6 +286,7 @@ class ApiKeyVerifier:
     """
 
     POSITIVE_TTL_SECONDS: float = 60.0  # safety net; correctness comes from pub/sub
+    REFRESH_AHEAD_SHARE: float = 0.25  # a hit in the last quarter of an entry's life refreshes it
     UNSUBSCRIBED_TTL_SECONDS: float = 1.0  # while no invalidation can be heard
     NEGATIVE_TTL_SECONDS: float = 3.0
     MAX_NEGATIVE_ENTRIES: int = 100_000
@@ -365,7 +369,10 @@ class ApiKeyVerifier:
                 entry = await self._rehash(key, key_hash)
             if entry is None:
                 raise _invalid()
-        principal, active, expires, _until = entry
+        elif entry[4] <= now:
+            self._positive[key_hash] = (*entry[:4], math.inf)  # one background refresh per entry
+            self._start_lookup(key_hash)
+        principal, active, expires, _until, _refresh = entry
         if expires <= now:
             raise _invalid()
         if not active:
@@ -390,21 +397,26 @@ class ApiKeyVerifier:
         return await self._lookup(key_hash)
 
     async def _lookup(self, key_hash: str) -> _Entry | None:
-        """One query per hash at a time: concurrent misses for the same key share it."""
+        return await asyncio.shield(self._start_lookup(key_hash))
+
+    def _start_lookup(self, key_hash: str) -> asyncio.Task[_Entry | None]:
+        """One query per hash at a time: concurrent misses (and a background refresh) share it."""
         task = self._inflight.get(key_hash)
         if task is None:
             task = asyncio.create_task(self._load(key_hash))
             self._inflight[key_hash] = task
             self._lookups.add(task)  # a strong reference until it is done, even if every waiter left
             task.add_done_callback(partial(self._loaded, key_hash))
-        return await asyncio.shield(task)
+        return task
 
     def _loaded(self, key_hash: str, task: asyncio.Task[_Entry | None]) -> None:
         self._lookups.discard(task)
         if self._inflight.get(key_hash) is task:
             del self._inflight[key_hash]
         if not task.cancelled():
-            task.exception()  # retrieved, even if every waiter was cancelled
+            # Retrieved, even if nobody waited. A failed background refresh is not retried: its entry
+            # expires on time, and the next request's lookup then reports the failure to its caller.
+            task.exception()
 
     async def _load(self, key_hash: str) -> _Entry | None:
         generation = self._generation
@@ -414,6 +426,7 @@ class ApiKeyVerifier:
         now = time.time()
         if row is None:
             if generation == self._generation:
+                self._drop(key_hash)  # a refreshed entry whose key was revoked without an announcement
                 self._remember_unknown(key_hash, now)
             return None
         key_id, user_id, expires_at, status, is_admin = row
@@ -422,6 +435,7 @@ class ApiKeyVerifier:
             status == "active",  # suspended, deleted, anything unknown: refused
             math.inf if expires_at is None else expires_at.timestamp(),
             now + self._positive_ttl,
+            now + self._positive_ttl * (1 - self.REFRESH_AHEAD_SHARE),
         )
         if generation == self._generation:
             self._remember(key_hash, entry)

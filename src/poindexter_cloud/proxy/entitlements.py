@@ -1,11 +1,16 @@
 """Which plan a user is on, cached per process and dropped with the API-key cache's user invalidations.
 
 Billing announces subscription changes as user changes (``ApiKeyVerifier.announce_user_changed``), so a
-payment failure reaches every proxy replica within a second, like a revoked key.
+payment failure reaches every proxy replica within a second, like a revoked key. As with keys, a user still
+calling in an entry's last quarter has it read again in the background, so steady traffic never waits for
+the database.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 import time
 import uuid
 
@@ -13,16 +18,26 @@ from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
 from poindexter_cloud.billing import service as billing
 from poindexter_cloud.core.db import Database
 
-TTL_SECONDS = 60.0
+log = logging.getLogger(__name__)
+
+# (the entitlement, valid until, background refresh due at (inf: started already)), monotonic seconds
+_Entry = tuple[billing.Entitlement, float, float]
 
 
 class Entitlements:
+    TTL_SECONDS: float = 60.0
+    REFRESH_AHEAD_SHARE: float = 0.25  # a read in the last quarter of an entry's life refreshes it
+
     def __init__(self, db: Database, verifier: ApiKeyVerifier) -> None:
         self._db = db
-        self._cache: dict[uuid.UUID, tuple[billing.Entitlement, float]] = {}
+        self._cache: dict[uuid.UUID, _Entry] = {}
+        # Bumped by every invalidation: a read that raced one does not cache its (maybe stale) answer.
+        self._generation = 0
+        self._refreshes: set[asyncio.Task[None]] = set()
         verifier.on_user_changed(self._forget)
 
     def _forget(self, user_id: uuid.UUID | None) -> None:
+        self._generation += 1
         if user_id is None:
             self._cache.clear()
         else:
@@ -32,8 +47,26 @@ class Entitlements:
         now = time.monotonic()
         cached = self._cache.get(user_id)
         if cached is not None and cached[1] > now:
+            if cached[2] <= now:
+                self._cache[user_id] = (cached[0], cached[1], math.inf)  # one refresh per entry
+                task = asyncio.create_task(self._refresh(user_id))
+                self._refreshes.add(task)
+                task.add_done_callback(self._refreshes.discard)
             return cached[0]
+        return await self._read(user_id)
+
+    async def _read(self, user_id: uuid.UUID) -> billing.Entitlement:
+        generation = self._generation
         async with self._db.sessions() as session:
             found = await billing.entitlement(session, user_id)
-        self._cache[user_id] = (found, now + TTL_SECONDS)
+        if generation == self._generation:
+            now = time.monotonic()
+            ttl = self.TTL_SECONDS
+            self._cache[user_id] = (found, now + ttl, now + ttl * (1 - self.REFRESH_AHEAD_SHARE))
         return found
+
+    async def _refresh(self, user_id: uuid.UUID) -> None:
+        try:
+            await self._read(user_id)
+        except Exception as exc:  # the entry expires on time; the next request's read reports it
+            log.warning("could not refresh a cached entitlement: %s", type(exc).__name__)
