@@ -4,6 +4,7 @@ sandbox upstreams: answers, streams, tools, translation, errors, and exactly one
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import uuid
@@ -17,7 +18,10 @@ from sqlalchemy import select
 
 from conftest import RunningServer, eventually
 from poindexter_cloud.billing.models import Subscription, UsageEvent
+from poindexter_cloud.core.embedded import free_port
+from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.core.settings import Role, Settings
 from test_accounts import bearer, register
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -517,3 +521,35 @@ def test_an_upstream_key_that_keeps_failing_is_tried_last() -> None:
     assert breakers.order(candidates) == [("a", "key-2"), ("a", "key-1")]
     breakers.success("key-1")
     assert breakers.order(candidates) == candidates
+
+
+async def test_while_redis_is_unreachable_the_proxy_answers_503_and_counts_nothing(
+    web: httpx.AsyncClient, resources: Resources, settings: Settings
+) -> None:
+    """The limits live in Redis: without them nothing is forwarded, and the client is told to retry."""
+    user = await subscriber(web, resources)
+    cut_off = dataclasses.replace(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    cut_off_resources = await Resources.open(cut_off)
+    async with RunningServer(create_app(Role.PROXY, cut_off, cut_off_resources)) as server:
+        with pytest.raises(anthropic.InternalServerError) as raised:
+            await claude(server.url, user["key"]).messages.create(
+                model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "Hello"}]
+            )
+        async with httpx.AsyncClient(base_url=server.url) as raw:
+            answer = await raw.post(
+                "/v1/chat/completions",
+                headers={"authorization": f"Bearer {user['key']}"},
+                json={"model": MODEL, "messages": [{"role": "user", "content": "Hello"}]},
+            )
+    await cut_off_resources.close()
+    assert raised.value.status_code == 503
+    assert raised.value.response.headers["retry-after"] == "1"
+    assert raised.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+    assert answer.status_code == 503
+    assert answer.json()["error"]["code"] == "limits_unavailable"
+    await asyncio.sleep(0.5)
+    async with resources.db.sessions() as session:
+        events = (
+            await session.execute(select(UsageEvent).where(UsageEvent.user_id == uuid.UUID(user["user_id"])))
+        ).all()
+    assert events == []

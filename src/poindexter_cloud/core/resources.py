@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.exceptions import RedisError
 
 from poindexter_cloud.core.db import Database, UnitOfWork
 from poindexter_cloud.core.queue import JobQueue
 from poindexter_cloud.core.settings import Settings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -42,7 +46,12 @@ class Resources:
         return cls(settings, db, redis, queue)
 
     async def close(self) -> None:
-        await self.queue.disconnect()
+        """Close everything, even while Redis is unreachable (SAQ's disconnect then fails): a process
+        stopped during an outage still releases its database connections."""
+        try:
+            await self.queue.disconnect()
+        except (OSError, RedisError) as exc:
+            log.warning("could not disconnect the job queue: %s", exc)
         await self.redis.aclose()
         await self.db.dispose()
 

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import msgspec
+import redis.exceptions
 
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, KeyPrincipal
 from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
@@ -64,6 +66,10 @@ FORWARDED_REQUEST_HEADERS = (
     b"openai-project",
 )
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+# Redis unreachable: our script client raises ConnectionError (an OSError) or times out connecting;
+# redis-py (a failed attempt's usage event) raises its own.
+REDIS_FAILURES = (OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+REDIS_WARNING_INTERVAL_SECONDS = 10.0
 
 
 class RequestHead(msgspec.Struct):
@@ -83,6 +89,25 @@ _overhead = cached(PROXY_OVERHEAD)
 _upstream_latency = cached(UPSTREAM_LATENCY)
 _upstream_errors = cached(UPSTREAM_ERRORS)
 _errors = cached(ERRORS)
+
+
+def limits_unavailable(exc: BaseException) -> ProxyError:
+    """Without Redis no limit can be checked and no usage recorded: nothing is forwarded, and the client
+    is told to retry (503 and retry-after, which both SDKs retry), logged at most every 10 s."""
+    global _redis_warned_at
+    now = time.monotonic()
+    if now - _redis_warned_at >= REDIS_WARNING_INTERVAL_SECONDS:
+        _redis_warned_at = now
+        log.warning("rate limits unavailable, answering 503: %s: %s", type(exc).__name__, exc)
+    return ProxyError(
+        503,
+        "limits_unavailable",
+        "The service cannot check rate limits right now; nothing was sent upstream. Retry shortly.",
+        headers=[(b"retry-after", b"1")],
+    )
+
+
+_redis_warned_at = -math.inf
 
 
 def upstream_failure_reason(status: int | None) -> str:
@@ -231,6 +256,8 @@ class Call:
             )
         except RateLimited as limited:
             raise self.rate_limited(limited) from None
+        except REDIS_FAILURES as exc:
+            raise limits_unavailable(exc) from None
         self.limit_headers = self.limit_header_list(self.reservation)
         status = CLIENT_CLOSED
         try:
@@ -393,7 +420,10 @@ class Call:
 
     async def record_failed_attempt(self, route: Route, status: int) -> None:
         assert self.principal is not None
-        await self.rt.buffer.push(self.usage_record(route, TokenUsage(), False, status))
+        try:
+            await self.rt.buffer.push(self.usage_record(route, TokenUsage(), False, status))
+        except REDIS_FAILURES as exc:
+            raise limits_unavailable(exc) from None
 
     # --- answering ------------------------------------------------------------------------------------
 
@@ -632,13 +662,16 @@ class Call:
             + usage.cache_write_5m_tokens
             + usage.cache_write_1h_tokens
         )
-        await self.rt.limiter.settle(
-            self.reservation,
-            tokens,
-            record.cost_microdollars,
-            stream=self.rt.usage_stream,
-            stream_fields={"e": encode(record)},
-        )
+        try:
+            await self.rt.limiter.settle(
+                self.reservation,
+                tokens,
+                record.cost_microdollars,
+                stream=self.rt.usage_stream,
+                stream_fields={"e": encode(record)},
+            )
+        except REDIS_FAILURES as exc:  # unrecorded, so the answer is not sent: the client retries
+            raise limits_unavailable(exc) from None
 
     # --- the models list (no upstream call) ------------------------------------------------------------
 
