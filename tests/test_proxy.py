@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -553,3 +554,53 @@ async def test_while_redis_is_unreachable_the_proxy_answers_503_and_counts_nothi
             await session.execute(select(UsageEvent).where(UsageEvent.user_id == uuid.UUID(user["user_id"])))
         ).all()
     assert events == []
+
+
+@pytest.fixture
+async def impatient_proxy(settings: Settings, resources: Resources) -> AsyncIterator[RunningServer]:
+    """A proxy that waits at most half a second for the upstream's next bytes."""
+    impatient = dataclasses.replace(settings, proxy_read_timeout_seconds=0.5)
+    impatient_resources = await Resources.open(impatient)
+    async with RunningServer(create_app(Role.PROXY, impatient, impatient_resources)) as server:
+        yield server
+    await impatient_resources.close()
+
+
+async def test_an_upstream_that_hangs_times_out_and_the_next_key_answers(
+    impatient_proxy: RunningServer,
+    sandbox_server: RunningServer,
+    dex: dict[str, Any],
+    resources: Resources,
+    worker: Any,
+) -> None:
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+        await sandbox.post("/anthropic/_control/faults", json={"delay_ms": 3000, "count": 1})
+    message = await claude(impatient_proxy.url, dex["key"]).messages.create(
+        model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "are you there"}]
+    )
+    assert message.content[0].text.startswith("Sandbox reply")
+    timed_out, answered = await events_of(resources, dex["user_id"], 2)
+    assert (timed_out.attempt, timed_out.status) == (0, 502)  # the delayed answer would have been a 200
+    assert (answered.attempt, answered.status, answered.output_tokens) == (
+        1,
+        200,
+        message.usage.output_tokens,
+    )
+
+
+async def test_a_large_answer_is_relayed_whole(proxy_server: RunningServer, dex: dict[str, Any]) -> None:
+    """Hundreds of kilobytes, far past what a relayed stream may buffer unread, arrive intact."""
+    inputs = [f"sentence number {i}" for i in range(20)]
+    answer = (
+        await gpt(proxy_server.url, dex["key"])
+        .with_options(timeout=20)
+        .embeddings.create(
+            model="text-embedding-3-small", input=inputs, dimensions=1536, encoding_format="float"
+        )
+    )
+    assert [item.index for item in answer.data] == list(range(20))
+    assert {len(item.embedding) for item in answer.data} == {1536}
+    again = await gpt(proxy_server.url, dex["key"]).embeddings.create(
+        model="text-embedding-3-small", input=inputs[-1], dimensions=1536, encoding_format="float"
+    )
+    assert again.data[0].embedding == answer.data[-1].embedding  # deterministic, so nothing was garbled

@@ -46,7 +46,6 @@ async def models(scope: dict[str, Any], receive: Receive, send: Send) -> None:
 @asynccontextmanager
 async def proxy_lifespan(app: Litestar) -> AsyncIterator[None]:
     runtime = ProxyRuntime(app.state.resources, app.state.api_key_verifier)
-    await runtime.start()
     app.state.proxy = runtime
     try:
         yield

@@ -16,7 +16,6 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
 import msgspec
 import redis.exceptions
 
@@ -43,6 +42,7 @@ from poindexter_cloud.proxy.errors import Family, ProxyError, bad_request
 from poindexter_cloud.proxy.limits import Limiter, RateLimited, Reservation, anthropic_headers, limits_for
 from poindexter_cloud.proxy.limits import openai_headers as openai_limit_headers
 from poindexter_cloud.proxy.sse import EventSplitter, fields
+from poindexter_cloud.proxy.upstream_http import UpstreamClient, UpstreamConnectionError, UpstreamResponse
 from poindexter_cloud.proxy.upstreams import Catalog, Endpoint, Route, parse_upstreams
 from poindexter_cloud.proxy.usage import (
     AnthropicTally,
@@ -133,25 +133,13 @@ class ProxyRuntime:
         self.usage_stream = stream_for(settings.queue_name)
         self.buffer = UsageBuffer(resources.redis, stream=self.usage_stream)
         self.breakers = Breakers(settings.proxy_breaker_failures, settings.proxy_breaker_open_seconds)
-        self.http: aiohttp.ClientSession | None = None
-
-    async def start(self) -> None:
-        timeout = aiohttp.ClientTimeout(
-            total=None,
-            connect=self.settings.proxy_connect_timeout_seconds,
-            sock_read=self.settings.proxy_read_timeout_seconds,
-        )
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, enable_cleanup_closed=True)
-        self.http = aiohttp.ClientSession(
-            timeout=timeout,
-            connector=connector,
-            auto_decompress=False,
-            skip_auto_headers=("User-Agent", "Accept-Encoding"),
+        self.http = UpstreamClient(
+            connect_timeout=settings.proxy_connect_timeout_seconds,
+            read_timeout=settings.proxy_read_timeout_seconds,
         )
 
     async def stop(self) -> None:
-        if self.http is not None:
-            await self.http.close()
+        await self.http.close()
         await self.scripts.close()
 
     async def serve(self, endpoint: Endpoint, scope: dict[str, Any], receive: Receive, send: Send) -> None:
@@ -325,12 +313,11 @@ class Call:
             self.attempt = index
             final = index == len(candidates) - 1
             translated = route.upstream.kind == "anthropic" and self.endpoint == "chat"
-            request = self.upstream_request(route, upstream_key, body, head, translated)
+            headers, payload = self.upstream_request(route, upstream_key, body, head, translated)
             sent_at = time.perf_counter()
-            assert self.rt.http is not None, "the proxy runtime was not started"
             try:
-                response = await self.rt.http.request("POST", request[0], data=request[1], headers=request[2])
-            except (aiohttp.ClientError, TimeoutError) as exc:
+                response = await self.rt.http.post(route.target, headers, payload)
+            except UpstreamConnectionError as exc:
                 self.upstream_seconds += time.perf_counter() - sent_at
                 _upstream_errors(route.upstream.name, upstream_failure_reason(None)).inc()
                 self.rt.breakers.failure(upstream_key)
@@ -365,24 +352,25 @@ class Call:
 
     def upstream_request(
         self, route: Route, key: str, body: bytes, head: RequestHead, translated: bool
-    ) -> tuple[str, bytes, dict[str, str]]:
+    ) -> tuple[list[tuple[bytes, bytes]], bytes]:
         upstream = route.upstream
-        headers = {"content-type": "application/json"}
+        headers = [(b"content-type", b"application/json")]
         for name in FORWARDED_REQUEST_HEADERS:
             value = self.headers.get(name)
             if value is not None:
-                headers[name.decode()] = value.decode("latin-1")
+                headers.append((name, value))
         if upstream.kind == "anthropic":
-            headers["x-api-key"] = key
-            headers.setdefault("anthropic-version", "2023-06-01")
+            headers.append((b"x-api-key", key.encode()))
+            if b"anthropic-version" not in self.headers:
+                headers.append((b"anthropic-version", b"2023-06-01"))
             if translated:
                 try:
                     payload = translate.chat_to_messages(msgspec.json.decode(body), route.model)
                 except translate.UntranslatableRequest as exc:
                     raise bad_request(exc.message, param=exc.param, code=exc.code) from None
-                return route.url, msgspec.json.encode(payload), headers
+                return headers, msgspec.json.encode(payload)
         else:
-            headers["authorization"] = f"Bearer {key}"
+            headers.append((b"authorization", b"Bearer " + key.encode()))
         rewrite: dict[str, Any] = {}
         if route.model != head.model:
             rewrite["model"] = route.model
@@ -395,11 +383,11 @@ class Call:
                 self.client_wants_usage = bool(options.get("include_usage"))
                 rewrite["stream_options"] = {**options, "include_usage": True}
             body = msgspec.json.encode({**payload, **rewrite})
-        return route.url, body, headers
+        return headers, body
 
     client_wants_usage = True
 
-    def upstream_error(self, route: Route, status: int, body: bytes, headers: Any) -> ProxyError:
+    def upstream_error(self, route: Route, status: int, body: bytes, headers: dict[str, str]) -> ProxyError:
         """An upstream failure, said in the caller's API family; our upstream keys never reach the client."""
         if status in (401, 403):
             return ProxyError(502, "upstream_auth_failed", "The upstream provider refused our credentials.")
@@ -430,7 +418,7 @@ class Call:
     async def relay_whole(
         self,
         route: Route,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         sent_at: float,
         translated: bool,
         head: RequestHead,
@@ -464,7 +452,7 @@ class Call:
     async def relay_stream(
         self,
         route: Route,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         sent_at: float,
         translated: bool,
         head: RequestHead,
@@ -492,7 +480,7 @@ class Call:
                 type(failure).__name__,
                 failure,
                 extra={"upstream": route.upstream.name},
-                exc_info=not isinstance(failure, ConnectionError | aiohttp.ClientError | TimeoutError),
+                exc_info=not isinstance(failure, ConnectionError | TimeoutError),
             )
         tally = self.tally
         if tally is not None and not self.settled:
@@ -511,7 +499,7 @@ class Call:
     async def pump(
         self,
         route: Route,
-        response: aiohttp.ClientResponse,
+        response: UpstreamResponse,
         translated: bool,
         head: RequestHead,
         estimate: TokenUsage,
@@ -526,7 +514,7 @@ class Call:
                 if translated
                 else None
             )
-            async for chunk in response.content.iter_any():
+            async for chunk in response.iter_chunks():
                 out: list[bytes] = []
                 for block in splitter.feed(chunk):
                     event, data = fields(block)
@@ -544,7 +532,7 @@ class Call:
         else:
             openai_tally = OpenAITally()
             self.tally = openai_tally
-            async for chunk in response.content.iter_any():
+            async for chunk in response.iter_chunks():
                 out = []
                 for block in splitter.feed(chunk):
                     _, data = fields(block)

@@ -21,6 +21,8 @@ from typing import Literal
 
 import msgspec
 
+from poindexter_cloud.proxy.upstream_http import Target
+
 Kind = Literal["anthropic", "openai-compatible"]
 Endpoint = Literal["messages", "count_tokens", "chat", "completions", "embeddings"]
 
@@ -57,7 +59,7 @@ class Route(msgspec.Struct, frozen=True):
 
     upstream: Upstream
     model: str
-    url: str
+    target: Target  # the URL, split once for the upstream client
 
 
 class UpstreamConfigError(ValueError):
@@ -77,6 +79,10 @@ def parse_upstreams(raw: str) -> list[Upstream]:
         unknown = set(upstream.aliases.values()) - set(upstream.models)
         if unknown:
             raise UpstreamConfigError(f"upstream {upstream.name!r} aliases unknown models {sorted(unknown)}")
+        try:
+            Target.of(upstream.base_url)
+        except ValueError as exc:
+            raise UpstreamConfigError(f"upstream {upstream.name!r}: {exc}") from None
     return upstreams
 
 
@@ -118,7 +124,7 @@ class Catalog:
             for requested, actual in names.items():
                 for endpoint, path in PATHS_OF_KIND[upstream.kind].items():
                     if upstream.serves(endpoint):
-                        route = Route(upstream, actual, upstream.base_url + path)
+                        route = Route(upstream, actual, Target.of(upstream.base_url + path))
                         self._routes.setdefault((endpoint, requested), []).append(route)
 
     def routes(self, endpoint: Endpoint, model: str) -> list[Route]:
