@@ -441,7 +441,7 @@ class Call:
         elif status >= 400 and (route.upstream.kind == "anthropic") != (self.family == "anthropic"):
             raise self.upstream_error(route, status, body, response.headers)  # said in the caller's format
         await self.settle(route, usage, estimated=False, status=status)
-        await self.start_response(status, response.headers.get("content-type", "application/json"))
+        await self.start_response(status, response.headers.get("content-type", "application/json"), len(body))
         await self.send({"type": "http.response.body", "body": body})
 
     def whole_usage(self, route: Route, body: bytes) -> TokenUsage:
@@ -548,7 +548,8 @@ class Call:
             raise ConnectionError("the upstream stream ended early")
         await send({"type": "http.response.body", "body": splitter.pending, "more_body": False})
 
-    async def start_response(self, status: int, content_type: str) -> None:
+    async def start_response(self, status: int, content_type: str, length: int | None = None) -> None:
+        """The head; ``length`` for a whole body (so it is not sent chunked), None for a stream."""
         overhead = time.perf_counter() - self.started - self.upstream_seconds
         _overhead(self.family).observe(overhead)
         overhead_ms = overhead * 1000
@@ -561,7 +562,9 @@ class Call:
             ),
             *self.limit_headers,
         ]
-        if content_type.startswith("text/event-stream"):
+        if length is not None:
+            headers.append((b"content-length", b"%d" % length))
+        elif content_type.startswith("text/event-stream"):
             headers.append((b"cache-control", b"no-cache"))
         self.response_started = True
         await self.send({"type": "http.response.start", "status": status, "headers": headers})
@@ -573,6 +576,7 @@ class Call:
         body = error.body(self.family, self.request_id)
         headers = [
             (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(body)),
             (b"request-id", self.request_id.encode()),
             *self.limit_headers,
             *error.headers,
@@ -688,5 +692,6 @@ class Call:
                     for name, upstream in models
                 ],
             }
-        await self.start_response(200, "application/json")
-        await self.send({"type": "http.response.body", "body": msgspec.json.encode(body)})
+        encoded = msgspec.json.encode(body)
+        await self.start_response(200, "application/json", len(encoded))
+        await self.send({"type": "http.response.body", "body": encoded})
