@@ -9,6 +9,9 @@ content type and bytes. A ``text/event-stream`` answer is relayed chunk by chunk
 (``iter_any``), anything else is read whole and sent in one body message. The upstream key is fixed
 (``--upstream-key``); only ``anthropic-version`` is taken from the request.
 
+With ``--client proxy`` it forwards with the proxy's own upstream client (``proxy/upstream_http.py``)
+instead of aiohttp's: the baseline (b') that shows how much of the proxy's cost is not the HTTP client.
+
 It runs under uvicorn with the options every role of ours uses (``core/runner.py: uvicorn_config``:
 httptools, no access log, no server header; uvloop when installed, uvicorn's ``loop="auto"``).
 """
@@ -16,12 +19,14 @@ httptools, no access log, no server header; uvloop when installed, uvicorn's ``l
 from __future__ import annotations
 
 import argparse
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import uvicorn
 
 from poindexter_cloud.core.runner import uvicorn_config
+from poindexter_cloud.proxy.upstream_http import Target, UpstreamClient
 
 DEFAULT_UPSTREAM_KEY = "sk-ant-sandbox-1"
 SSE = "text/event-stream"
@@ -29,6 +34,7 @@ SSE = "text/event-stream"
 upstream = "http://127.0.0.1:8002/anthropic"
 upstream_key = DEFAULT_UPSTREAM_KEY
 session: aiohttp.ClientSession | None = None
+thin: UpstreamClient | None = None  # --client proxy
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -36,6 +42,9 @@ async def _lifespan(receive: Any, send: Any) -> None:
     while True:
         message = await receive()
         if message["type"] == "lifespan.startup":
+            if thin is not None:
+                await send({"type": "lifespan.startup.complete"})
+                continue
             session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=300),
                 timeout=aiohttp.ClientTimeout(total=None, connect=5, sock_read=600),
@@ -73,34 +82,69 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         "x-api-key": upstream_key,
         "anthropic-version": version.decode("latin-1"),
     }
+    if thin is not None:
+        await _forward_thin(thin, scope, b"".join(chunks), version, send)
+        return
     assert session is not None, "lifespan did not start"
     async with session.post(upstream + scope["path"], data=b"".join(chunks), headers=headers) as response:
         content_type = response.headers.get("content-type", "application/json")
-        start = {
-            "type": "http.response.start",
-            "status": response.status,
-            "headers": [(b"content-type", content_type.encode("latin-1"))],
-        }
-        if content_type.startswith(SSE):
-            await send(start)
-            async for chunk in response.content.iter_any():
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b""})
-        else:
-            body = await response.read()
-            await send(start)
-            await send({"type": "http.response.body", "body": body})
+        await _relay(send, response.status, content_type, response.content.iter_any(), response.read)
+
+
+async def _forward_thin(
+    client: UpstreamClient, scope: dict[str, Any], body: bytes, version: bytes, send: Any
+) -> None:
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"x-api-key", upstream_key.encode()),
+        (b"anthropic-version", version),
+    ]
+    response = await client.post(Target.of(upstream + scope["path"]), headers, body)
+    try:
+        content_type = response.headers.get("content-type", "application/json")
+        await _relay(send, response.status, content_type, response.iter_chunks(), response.read)
+    finally:
+        response.release()
+
+
+async def _relay(
+    send: Any,
+    status: int,
+    content_type: str,
+    chunks: AsyncIterator[bytes],
+    read: Callable[[], Awaitable[bytes]],
+) -> None:
+    """The upstream's status and content type; an event stream chunk by chunk as it arrives, else whole."""
+    start = {
+        "type": "http.response.start",
+        "status": status,
+        "headers": [(b"content-type", content_type.encode("latin-1"))],
+    }
+    if content_type.startswith(SSE):
+        await send(start)
+        async for chunk in chunks:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+    else:
+        body = await read()
+        await send(start)
+        await send({"type": "http.response.body", "body": body})
 
 
 def main() -> None:
-    global upstream, upstream_key
+    global upstream, upstream_key, thin
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8011)
     parser.add_argument("--upstream", default=upstream, help="base URL the request path is appended to")
     parser.add_argument("--upstream-key", default=DEFAULT_UPSTREAM_KEY, help="x-api-key sent upstream")
+    parser.add_argument(
+        "--client", choices=("aiohttp", "proxy"), default="aiohttp", help="upstream HTTP client"
+    )
     args = parser.parse_args()
     upstream, upstream_key = args.upstream.rstrip("/"), args.upstream_key
+    if args.client == "proxy":
+        thin = UpstreamClient(connect_timeout=5, read_timeout=600)
     uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
 
 

@@ -8,6 +8,8 @@ Three servers answer the same small Anthropic Messages request (``max_tokens`` 1
 
 (a) the sandbox upstream itself (``POST /anthropic/v1/messages``), latency 0, unlimited token rate;
 (b) ``bench/passthrough.py``: one bare ASGI function forwarding the bytes with one pooled aiohttp session;
+(b') the same passthrough on the proxy's own upstream client (``--client proxy``), for scale: the proxy no
+    longer uses aiohttp's client, so (c) / (b') is the cost of everything else the proxy does;
 (c) our proxy, ``poindexter-cloud serve --role proxy`` (one worker process), with real API-key auth, plan
     check, rate limits and metering, against the same sandbox; and (c') the same with the worker stopped
     (SIGSTOP) during the cell, because on this 2-core machine the usage drain competes with the proxy for
@@ -28,7 +30,7 @@ caches. 429s (and every other status) are counted from the proxy's own ``/metric
 
 Measured:
 
-* requests/s with p50 and p99 latency at concurrency 1, 16 and 64 for (a), (b), (c), (c'): a 1 s warm-up
+* requests/s with p50 and p99 latency at concurrency 1, 16 and 64 for (a), (b), (b'), (c), (c'): 1 s warm-up
   run, then a 5 s measured run per cell; the CPU time each process used during the measured run (per
   request), and the share of the machine other processes used meanwhile (other sessions' tests add noise);
 * (c) as a percentage of (b) at each concurrency (goal: at least 75 %), and (c) p50 minus (a) p50 at
@@ -1010,7 +1012,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
     print(f"databases: {databases}", flush=True)
     migrations.upgrade(database_url)
 
-    ports = {name: free_port() for name in ("sandbox", "passthrough", "proxy", "worker")}
+    ports = {name: free_port() for name in ("sandbox", "passthrough", "passthrough-thin", "proxy", "worker")}
     sandbox = f"http://{HOST}:{ports['sandbox']}"
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k not in ("PROXY_UPSTREAMS", "ENVIRONMENT", "QUEUE_NAME")}
@@ -1038,11 +1040,25 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
         [py, str(ROOT / "bench" / "passthrough.py"), "--port", str(ports["passthrough"]), *upstream],
         env,
     )
+    children.start(
+        "passthrough-thin",
+        [
+            py,
+            str(ROOT / "bench" / "passthrough.py"),
+            "--port",
+            str(ports["passthrough-thin"]),
+            "--client",
+            "proxy",
+            *upstream,
+        ],
+        env,
+    )
     serve = [py, "-m", "poindexter_cloud", "serve"]
     children.start("proxy", [*serve, "--role", "proxy", "--port", str(ports["proxy"])], env)
     children.start("worker", [*serve, "--role", "worker", "--port", str(ports["worker"])], env)
     wait_http(children, "sandbox", f"{sandbox}/healthz")
     wait_port(children, "passthrough", ports["passthrough"])
+    wait_port(children, "passthrough-thin", ports["passthrough-thin"])
     proxy = f"http://{HOST}:{ports['proxy']}"
     wait_http(children, "proxy", f"{proxy}/healthz")
     wait_http(children, "worker", f"http://{HOST}:{ports['worker']}/healthz")
@@ -1054,7 +1070,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
     )
 
     cpu = CpuMeter()
-    for name in ("sandbox", "passthrough", "proxy", "worker"):
+    for name in ("sandbox", "passthrough", "passthrough-thin", "proxy", "worker"):
         cpu.add(name, children.procs[name].pid)
     for server in embedded:
         cpu.add("postgres" if "Postgres" in type(server).__name__ else "redis", server.pid)
@@ -1074,6 +1090,15 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
             "/v1/messages",
             [SANDBOX_KEY],
             "passthrough",
+        ),
+        # (b) on the proxy's own upstream client instead of aiohttp's: what the rest of the proxy costs.
+        (
+            "b'",
+            "passthrough, our client",
+            f"http://{HOST}:{ports['passthrough-thin']}",
+            "/v1/messages",
+            [SANDBOX_KEY],
+            "passthrough-thin",
         ),
         ("c", "our proxy", proxy, "/v1/messages", keys, "proxy"),
         # The same, with the worker stopped (SIGSTOP) while the cell runs: on this 2-core machine the
@@ -1120,6 +1145,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
                 flush=True,
             )
     statuses_measured = proxy_statuses(proxy) - statuses_before
+    children.kill("passthrough-thin")  # measured: out of the way of the phases below
 
     print("streaming time to first byte and latency samples (concurrency 1) ...", flush=True)
     stream_urls = {
@@ -1170,7 +1196,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
     statuses_total = proxy_statuses(proxy) - statuses_before
     drained = run_async(lambda: drain_state(database_url, redis_url, stream_for(queue), user_ids))
     worker_alive = children.procs["worker"].poll() is None
-    problems = logged_problems(children, ["sandbox", "passthrough", "proxy", "worker"])
+    problems = logged_problems(children, ["sandbox", "passthrough", "passthrough-thin", "proxy", "worker"])
 
     report = build_report(
         args=args,
@@ -1256,6 +1282,7 @@ def build_report(**parts: Any) -> dict[str, Any]:
     ratios_paused = {
         str(c): _cell(cells, "c'", c)["rps"] / _cell(cells, "b", c)["rps"] for c in CONCURRENCIES
     }
+    ratios_thin = {str(c): _cell(cells, "c", c)["rps"] / _cell(cells, "b'", c)["rps"] for c in CONCURRENCIES}
     added = _cell(cells, "c", 1)["p50_ms"] - _cell(cells, "a", 1)["p50_ms"]
     during = parts["memory"]["proxy_during"]
     users, per_user, key_count = parts.pop("keys")
@@ -1288,6 +1315,7 @@ def build_report(**parts: Any) -> dict[str, Any]:
         **parts,
         "ratios_c_over_b": ratios,
         "ratios_c_paused_worker_over_b": ratios_paused,
+        "ratios_c_over_b_thin_client": ratios_thin,
         "added_p50_ms_c_minus_a_at_1": added,
         "goals": {
             "throughput_c_at_least_75pct_of_b": {c: r >= GOAL_RATIO for c, r in ratios.items()},
@@ -1339,7 +1367,10 @@ def print_report(report: dict[str, Any]) -> None:
             + f"   (goal >= {100 * GOAL_RATIO:.0f} %)",
             end="",
         )
-    print()
+    print(
+        "\n(c) / (b'), the passthrough on the proxy's own client (not a goal, for scale): "
+        + ", ".join(f"c={c}: {100 * r:.0f} %" for c, r in report["ratios_c_over_b_thin_client"].items())
+    )
     b_minus_a = _cell(cells, "b", 1)["p50_ms"] - _cell(cells, "a", 1)["p50_ms"]
     print(
         f"added p50 at c=1: (c) - (a) = {report['added_p50_ms_c_minus_a_at_1']:.3f} ms (goal < "

@@ -604,3 +604,32 @@ async def test_a_large_answer_is_relayed_whole(proxy_server: RunningServer, dex:
         model="text-embedding-3-small", input=inputs[-1], dimensions=1536, encoding_format="float"
     )
     assert again.data[0].embedding == answer.data[-1].embedding  # deterministic, so nothing was garbled
+
+
+async def test_an_upstream_that_drops_connections_is_passed_over_for_the_next_provider(
+    settings: Settings, sandbox_server: RunningServer, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # accepts, then drops the connection without a word
+
+    dropping = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+    port = dropping.sockets[0].getsockname()[1]
+    sandbox = json.loads(settings.upstreams_json)[0]
+    upstreams = [
+        {**sandbox, "name": "dropping", "base_url": f"http://127.0.0.1:{port}", "api_keys": ["sk-ant-x"]},
+        sandbox,
+    ]
+    flaky = dataclasses.replace(settings, proxy_upstreams=json.dumps(upstreams))
+    flaky_resources = await Resources.open(flaky)
+    try:
+        async with RunningServer(create_app(Role.PROXY, flaky, flaky_resources)) as server:
+            message = await claude(server.url, dex["key"]).messages.create(
+                model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "anyone home"}]
+            )
+    finally:
+        await flaky_resources.close()
+        dropping.close()
+    assert message.content[0].text.startswith("Sandbox reply")
+    dropped, answered = await events_of(resources, dex["user_id"], 2)
+    assert (dropped.provider, dropped.status, dropped.input_tokens) == ("dropping", 502, 0)
+    assert (answered.provider, answered.status) == (sandbox["name"], 200)

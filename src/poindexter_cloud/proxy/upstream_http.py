@@ -159,6 +159,8 @@ class _Connection(asyncio.Protocol):
         assert response is not None
         if response.error is not None:
             raise response.error
+        if self.closed:  # before this answer began (accepted, then dropped), or closed by us
+            raise UpstreamConnectionError("the upstream connection is closed")
         loop = asyncio.get_running_loop()
         waiter = self._waiter = loop.create_future()
         timer = loop.call_later(self.read_timeout, self._time_out, waiter)
