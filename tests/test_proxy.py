@@ -8,7 +8,7 @@ import dataclasses
 import io
 import json
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -580,13 +580,27 @@ async def test_while_redis_is_unreachable_the_proxy_answers_503_and_counts_nothi
     assert events == []
 
 
-async def test_an_upstream_that_drops_connections_is_passed_over_for_the_next_provider(
-    settings: Settings, sandbox_server: RunningServer, dex: dict[str, Any], resources: Resources, worker: Any
-) -> None:
-    async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.close()  # accepts, then drops the connection without a word
+async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    writer.close()  # accepts, then drops the connection without a word
 
-    dropping = await asyncio.start_server(hang_up, "127.0.0.1", 0)
+
+async def break_off(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b'HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 500\r\n\r\n{"id":')
+    await writer.drain()
+    writer.close()  # an answer cut off a few bytes into its body
+
+
+@pytest.mark.parametrize("misbehave", [hang_up, break_off], ids=["hangs-up", "breaks-off-mid-body"])
+async def test_an_upstream_that_drops_connections_is_passed_over_for_the_next_provider(
+    misbehave: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    settings: Settings,
+    sandbox_server: RunningServer,
+    dex: dict[str, Any],
+    resources: Resources,
+    worker: Any,
+) -> None:
+    dropping = await asyncio.start_server(misbehave, "127.0.0.1", 0)
     port = dropping.sockets[0].getsockname()[1]
     sandbox = json.loads(settings.upstreams_json)[0]
     upstreams = [

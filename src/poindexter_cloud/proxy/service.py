@@ -315,22 +315,10 @@ class Call:
             translated = route.upstream.kind == "anthropic" and self.endpoint == "chat"
             headers, payload = self.upstream_request(route, upstream_key, body, head, translated)
             sent_at = time.perf_counter()
+            response: UpstreamResponse | None = None
             try:
                 response = await self.rt.http.post(route.target, headers, payload)
-            except UpstreamConnectionError as exc:
-                self.upstream_seconds += time.perf_counter() - sent_at
-                _upstream_errors(route.upstream.name, upstream_failure_reason(None)).inc()
-                self.rt.breakers.failure(upstream_key)
-                last_error = ProxyError(
-                    502,
-                    "upstream_unavailable",
-                    f"The upstream provider could not be reached ({type(exc).__name__}).",
-                )
-                if not final:
-                    await self.record_failed_attempt(route, 502)
-                continue
-            _upstream_latency(route.upstream.name).observe(time.perf_counter() - sent_at)
-            try:
+                _upstream_latency(route.upstream.name).observe(time.perf_counter() - sent_at)
                 if response.status in RETRYABLE or response.status in (401, 403):
                     _upstream_errors(route.upstream.name, upstream_failure_reason(response.status)).inc()
                     error_body = await response.read()
@@ -346,8 +334,23 @@ class Call:
                 else:
                     await self.relay_whole(route, response, sent_at, translated, head)
                 return
+            except UpstreamConnectionError as exc:
+                if self.response_started:
+                    raise
+                # Unreachable, or broke off before its answer was complete: nothing reached the client.
+                self.upstream_seconds += time.perf_counter() - sent_at
+                _upstream_errors(route.upstream.name, upstream_failure_reason(None)).inc()
+                self.rt.breakers.failure(upstream_key)
+                last_error = ProxyError(
+                    502,
+                    "upstream_unavailable",
+                    f"The upstream provider did not answer ({type(exc).__name__}).",
+                )
+                if not final:
+                    await self.record_failed_attempt(route, 502)
             finally:
-                response.release()
+                if response is not None:
+                    response.release()
         raise last_error or ProxyError(502, "upstream_unavailable", "No upstream provider is available.")
 
     def upstream_request(
