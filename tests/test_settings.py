@@ -80,3 +80,14 @@ def test_the_readme_documents_every_setting() -> None:
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert [spec.env for spec in SPECS if f"`{spec.env}`" not in readme] == []
+
+
+def test_the_proxy_refuses_an_upstream_it_could_not_call() -> None:
+    upstream = (
+        '[{"name": "anthropic", "kind": "anthropic", "base_url": "ftp://api.anthropic.com",'
+        ' "api_keys": ["sk-ant-secret-upstream-key"], "models": ["claude-sonnet-4-5"]}]'
+    )
+    result = run_cli("serve", "--role", "proxy", env={"PROXY_UPSTREAMS": upstream})
+    assert result.returncode == 2
+    assert "PROXY_UPSTREAMS" in result.stderr and "not an http(s) URL" in result.stderr
+    assert "sk-ant-secret-upstream-key" not in result.stderr

@@ -62,8 +62,9 @@ class Target:
         tls = parts.scheme == "https"
         port = parts.port or (443 if tls else 80)
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        default_port = port == (443 if tls else 80)
-        host = parts.hostname if default_port else f"{parts.hostname}:{port}"
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname  # an IPv6 literal
+        if port != (443 if tls else 80):
+            host = f"{host}:{port}"
         return cls(Origin(parts.hostname, port, tls), path.encode(), host.encode("idna"))
 
 
