@@ -164,9 +164,10 @@ async def test_the_code_arrives_by_sms_at_the_telnyx_number(
 
 
 async def test_a_number_outside_telnyx_gets_no_sms(signal: httpx.AsyncClient) -> None:
-    assert (await signal.post("/v1/register/+16175550123")).status_code == 201
+    number = "+16175550123"
+    assert (await signal.post(f"/v1/register/{number}")).status_code == 201
     sms = (await signal.get("/_control/state")).json()["sms"]
-    assert [(s["to"], s["delivered_to_telnyx"]) for s in sms] == [("+16175550123", False)]
+    assert [s["delivered_to_telnyx"] for s in sms if s["to"] == number] == [False]
 
 
 async def test_wrong_or_unrequested_codes_are_refused(signal: httpx.AsyncClient) -> None:
