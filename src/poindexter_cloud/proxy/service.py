@@ -32,6 +32,7 @@ from poindexter_cloud.core.metrics import (
     UPSTREAM_LATENCY,
     cached,
 )
+from poindexter_cloud.core.observe import CLIENT_CLOSED  # the client went away before the response ended
 from poindexter_cloud.core.redis_scripts import ScriptClient
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
@@ -58,7 +59,6 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
 BYTES_PER_ESTIMATED_INPUT_TOKEN = 3  # conservative: real text averages about four
-CLIENT_CLOSED = 499  # the client went away before the response ended
 FORWARDED_REQUEST_HEADERS = (
     b"anthropic-version",
     b"anthropic-beta",
