@@ -551,33 +551,37 @@ def test_an_upstream_key_that_keeps_failing_is_tried_last() -> None:
     assert breakers.order(candidates) == candidates
 
 
-async def test_while_redis_is_unreachable_the_proxy_answers_503_and_counts_nothing(
-    web: httpx.AsyncClient, resources: Resources, settings: Settings
+async def test_while_redis_is_unreachable_the_proxy_answers_503_and_forwards_nothing(
+    web: httpx.AsyncClient, resources: Resources, settings: Settings, sandbox_server: RunningServer
 ) -> None:
     """The limits live in Redis: without them nothing is forwarded, and the client is told to retry."""
     user = await subscriber(web, resources)
-    async with proxy_with(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0") as server:
-        with pytest.raises(anthropic.InternalServerError) as raised:
-            await claude(server.url, user["key"]).messages.create(
-                model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "Hello"}]
-            )
-        async with httpx.AsyncClient(base_url=server.url) as raw:
-            answer = await raw.post(
-                "/v1/chat/completions",
-                headers={"authorization": f"Bearer {user['key']}"},
-                json={"model": MODEL, "messages": [{"role": "user", "content": "Hello"}]},
-            )
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+        upstream_before = {
+            family: (await sandbox.get(f"/{family}/_control/stats")).json()["requests"]
+            for family in ("anthropic", "openai")
+        }
+        async with proxy_with(settings, redis_url=f"redis://127.0.0.1:{free_port()}/0") as server:
+            with pytest.raises(anthropic.InternalServerError) as raised:
+                await claude(server.url, user["key"]).messages.create(
+                    model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "Hello"}]
+                )
+            async with httpx.AsyncClient(base_url=server.url) as raw:
+                answer = await raw.post(
+                    "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {user['key']}"},
+                    json={"model": MODEL, "messages": [{"role": "user", "content": "Hello"}]},
+                )
+        upstream_after = {
+            family: (await sandbox.get(f"/{family}/_control/stats")).json()["requests"]
+            for family in ("anthropic", "openai")
+        }
     assert raised.value.status_code == 503
     assert raised.value.response.headers["retry-after"] == "1"
     assert raised.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
     assert answer.status_code == 503
     assert answer.json()["error"]["code"] == "limits_unavailable"
-    await asyncio.sleep(0.5)
-    async with resources.db.sessions() as session:
-        events = (
-            await session.execute(select(UsageEvent).where(UsageEvent.user_id == uuid.UUID(user["user_id"])))
-        ).all()
-    assert events == []
+    assert upstream_after == upstream_before  # no upstream call, so no cost nobody is billed for
 
 
 async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
