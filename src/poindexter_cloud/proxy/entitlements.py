@@ -26,7 +26,7 @@ _Entry = tuple[billing.Entitlement, float, float]
 
 class Entitlements:
     TTL_SECONDS: float = 60.0
-    REFRESH_AHEAD_SHARE: float = 0.25  # a read in the last quarter of an entry's life refreshes it
+    REFRESH_AHEAD_SHARE: float = ApiKeyVerifier.REFRESH_AHEAD_SHARE  # refreshed when keys are
 
     def __init__(self, db: Database, verifier: ApiKeyVerifier) -> None:
         self._db = db
