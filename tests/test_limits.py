@@ -254,6 +254,31 @@ async def test_a_settle_after_expiry_is_recorded_once(redis: Redis) -> None:
     await redis.delete(stream)
 
 
+async def test_every_key_a_user_leaves_expires_on_its_own(redis: Redis) -> None:
+    limiter = Limiter(redis, reservation_ttl=0.3, window=1.0)
+    key, user = ids()
+    stream = f"test-usage-{uuid.uuid4().hex}"
+
+    async def keys_without_expiry() -> list[bytes]:
+        found = [name async for name in redis.scan_iter(match=f"poindexter:limits:{{{user.hex}}}*")]
+        assert found
+        return [name for name in found if await redis.pttl(name) < 0]
+
+    done = await limiter.reserve(key, user, limits(cap=10_000), 10, 100)
+    await limiter.settle(done, 8, 80, stream, {"n": b"1"})
+    assert await keys_without_expiry() == []
+    # A reservation outlives its deadline (its proxy stalled); a refused request on its key purges it,
+    # which empties the key's holdings; the late settle, still within the minute, holds its tokens again.
+    other = uuid.uuid4()
+    stalled = await limiter.reserve(other, user, limits(rpm_key=1), 10, 100)
+    await asyncio.sleep(0.35)
+    await refused(limiter.reserve(other, user, limits(rpm_key=1), 10, 100))
+    await limiter.settle(stalled, 10, 90, stream, {"n": b"2"})
+    assert await redis.xlen(stream) == 2
+    assert await keys_without_expiry() == []
+    await redis.delete(stream)
+
+
 async def test_settle_appends_the_usage_event_in_the_same_call(
     limiter: Limiter, redis: Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
