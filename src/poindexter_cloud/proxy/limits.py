@@ -59,11 +59,11 @@ settled or in-flight tokens leave the window, assuming in-flight ones settle by 
 estimate alone exceeds a token limit (or any request against a limit of 0) can never pass: it is refused
 with `permanent=True`, which the proxy may answer as too large rather than as 429.
 
-Cost (2-core machine, local Redis 7.0, 389 users with two keys each at 2,000 requests/s, so a user's log
-holds ~300 entries): about 110 µs of Redis time per request for reserve and settle together, some 22 and 13
-commands inside the scripts. Each command costs ~2.5 µs from Lua all told, so the layout is built to need
-few: the previous one (a hash entry per holding, separate in-flight and spend-held sets) took ~56 commands
-and 180 µs.
+Cost (`python bench/limits.py`: 2-core machine, Valkey 8.1, 389 users with two keys each at 2,000
+requests/s, so a user's log holds ~300 entries): 90-115 µs of Redis time per request for reserve and settle
+together, 31.5 commands inside the scripts. Each command costs ~2.5 µs from Lua all told, so the layout is
+built to need few: the previous one (a hash entry per holding, separate in-flight and spend-held sets) ran
+54.5 commands in 134-157 µs.
 
 Upgrading from that layout: `:w` is unchanged, so request limits hold across old and new replicas during a
 rollout; token sums are kept apart until the last old replica is gone (the old `:a`, `:p` and
