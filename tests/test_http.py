@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -29,6 +31,9 @@ async def test_request_id_round_trips_and_is_in_the_access_log(
         line for line in lines if line.get("route") == "/healthz" and line.get("request_id") == "trace-me-42"
     ]
     assert access and access[0]["status"] == 200
+    # UTC to the millisecond, ISO 8601 as datetime writes it
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", access[0]["ts"])
+    assert abs(datetime.fromisoformat(access[0]["ts"]) - datetime.now(UTC)) < timedelta(seconds=30)
 
 
 async def test_a_request_without_an_id_gets_a_fresh_one(web: httpx.AsyncClient) -> None:
