@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import os
@@ -34,6 +35,20 @@ async def test_request_id_round_trips_and_is_in_the_access_log(
     # UTC to the millisecond, ISO 8601 as datetime writes it
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}\+00:00", access[0]["ts"])
     assert abs(datetime.fromisoformat(access[0]["ts"]) - datetime.now(UTC)) < timedelta(seconds=30)
+
+
+async def test_pipelined_requests_then_a_closing_one_each_get_a_whole_answer(
+    web: httpx.AsyncClient, web_server: RunningServer
+) -> None:
+    body = (await web.get("/healthz")).content
+    reader, writer = await asyncio.open_connection("127.0.0.1", web_server.port)
+    request = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
+    writer.write(request + b"\r\n" + request + b"\r\n" + request + b"Connection: close\r\n\r\n")
+    received = await asyncio.wait_for(reader.read(), 10)  # everything, until the server closes
+    writer.close()
+    answers = received.split(b"HTTP/1.1 200 OK\r\n")
+    assert len(answers) == 4 and answers[0] == b""
+    assert all(answer.endswith(b"\r\n\r\n" + body) for answer in answers[1:])
 
 
 async def test_a_request_without_an_id_gets_a_fresh_one(web: httpx.AsyncClient) -> None:

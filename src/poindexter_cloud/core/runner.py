@@ -18,6 +18,8 @@ from typing import Any
 import uvicorn
 from saq import Worker
 
+from poindexter_cloud.core.http_protocol import PassWritesProtocol
+
 log = logging.getLogger(__name__)
 
 
@@ -35,7 +37,7 @@ def uvicorn_config(app: Any, host: str, port: int, workers: int = 1) -> uvicorn.
         host=host,
         port=port,
         workers=workers,
-        http="httptools",
+        http=PassWritesProtocol,  # httptools, an answer's head and body in one write
         ws="none",
         lifespan="on",
         access_log=False,  # Observed writes one access line per request, with its request id
