@@ -153,7 +153,7 @@ class AdminProvisioningController(Controller):
         self,
         admin: Principal,
         uow: UnitOfWork,
-        stuck_after_minutes: Annotated[int, Parameter(ge=1, le=10080)] = 15,
+        stuck_after_minutes: Annotated[int, Parameter(ge=1, le=10080)] = identities.STUCK_AFTER_MINUTES,
     ) -> ProvisioningIssues:
         """Identities to look at: failed (with the step and reason), stuck (no progress for
         ``stuck_after_minutes``), or whose Signal registration wants a captcha or failed."""

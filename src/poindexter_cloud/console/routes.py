@@ -5,7 +5,7 @@ the same services as the JSON API, commit once, then render or redirect."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from litestar import Controller, Request, Response, Router, get, post
@@ -57,7 +57,6 @@ from poindexter_cloud.provisioning import service as provisioning
 FORM = Body(media_type=RequestEncodingType.URL_ENCODED)
 ADMIN_PAGE_SIZE = 50
 MAX_PAGE = 1_000_000  # its offset stays well inside PostgreSQL's bigint OFFSET
-STUCK_AFTER = timedelta(minutes=15)  # the admin API's default for "no progress"
 
 
 async def provide_page(
@@ -503,13 +502,13 @@ class AdminPages(Controller):
                 issue.identity,
                 operator_action(issue.identity),
             )
-            for issue in await identities.issues(uow.session, STUCK_AFTER)
+            for issue in await identities.issues(uow.session, identities.STUCK_AFTER)
         ]
         return page.render(
             "admin/provisioning.html",
             section="admin",
             rows=rows,
-            stuck_minutes=int(STUCK_AFTER.total_seconds() // 60),
+            stuck_minutes=identities.STUCK_AFTER_MINUTES,
         )
 
     @post("/provisioning/{user_id:uuid}/retry")

@@ -29,6 +29,9 @@ from poindexter_cloud.identity.schemas import IdentityView, ProvisioningIssue, S
 LIVE_STATUSES: Final = frozenset({"provisioning", "active", "suspended"})
 # Signal states in which a registration is under way.
 SIGNAL_IN_PROGRESS: Final = frozenset({"pending", "retrying", "awaiting_code", "captcha_required"})
+# Provisioning that made no progress for this long is stuck: the sweeper resumes it, the admin views list it.
+STUCK_AFTER_MINUTES: Final = 15
+STUCK_AFTER: Final = timedelta(minutes=STUCK_AFTER_MINUTES)
 
 
 def now() -> datetime:

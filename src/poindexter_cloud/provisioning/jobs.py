@@ -13,7 +13,6 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 from typing import Any, Final
 
 from poindexter_cloud.billing import service as billing
@@ -41,7 +40,6 @@ log = logging.getLogger(__name__)
 WAIT_FIRST_SECONDS: Final = 0.05
 WAIT_MAX_SECONDS: Final = 2.0
 WAIT_LIMIT_SECONDS: Final = 120.0  # a number order still pending after this: the job retries later
-STALE_PROVISIONING: Final = timedelta(minutes=15)
 KEEPALIVE_CONCURRENCY: Final = 8
 ERROR_TEXT_LIMIT: Final = 500
 
@@ -273,7 +271,7 @@ async def advance_identities(ctx: dict[str, Any]) -> dict[str, int]:
                 await service.request_deprovisioning(uow, user_id, service.SUBSCRIPTION_ENDED)
                 ended += 1
         retained = await identities.retention_over(session, now)
-        stale = await identities.provisioning_idle_since(session, now - STALE_PROVISIONING)
+        stale = await identities.provisioning_idle_since(session, now - identities.STUCK_AFTER)
         for user_id in retained:
             await uow.defer_job("deprovision_identity", user_id=str(user_id))
         for user_id in stale:
