@@ -77,8 +77,8 @@ class UsageEvent(Base):
 class UsageMonthly(Base):
     """Per user per calendar month (UTC), rolled up from usage_events by the ``sync_usage`` job: recomputed
     from the events each time, so a rerun or a late event just converges. ``synced_at`` is when the rollup
-    last changed the row; ``synced_to_stripe`` is unused (overage reaches Stripe per billing period, not per
-    calendar month: see ``usage_syncs``)."""
+    last changed the row. Overage reaches Stripe per billing period, not per calendar month: see
+    ``usage_syncs``."""
 
     __tablename__ = "usage_monthly"
     __table_args__ = (UniqueConstraint("user_id", "month"),)
@@ -99,7 +99,6 @@ class UsageMonthly(Base):
     signal_messages_received: Mapped[int] = mapped_column(server_default="0")
     sms_sent: Mapped[int] = mapped_column(server_default="0")
     sms_received: Mapped[int] = mapped_column(server_default="0")
-    synced_to_stripe: Mapped[bool] = mapped_column(server_default="false")
     synced_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = created_at()
     updated_at: Mapped[datetime] = updated_at()
