@@ -13,8 +13,8 @@ With ``--client proxy`` it forwards with the proxy's own upstream client (``prox
 instead of aiohttp's: the baseline (b') that shows how much of the proxy's cost is not the HTTP client.
 
 It runs under uvicorn with the options every role of ours uses (``core/runner.py: uvicorn_config``:
-httptools with the writes of one event-loop pass sent together, no access log, no server header; uvloop
-when installed, uvicorn's ``loop="auto"``).
+httptools with a whole answer's head and body in one write, no access log, no server header; uvloop when
+installed, uvicorn's ``loop="auto"``).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
-"""uvicorn's httptools protocol, with the writes of one event-loop pass sent in one system call.
+"""uvicorn's httptools protocol, with a whole answer's head and body sent in one system call.
 
 uvicorn writes an answer's head as soon as the app starts the response and its body as soon as the app sends
-it: two system calls, and two segments for the client to read, for every small answer. Here a connection's
-writes wait for the end of the current event-loop pass (``call_soon``) and leave together; a stream's events
-still leave as they come, at most one pass later.
+it: two system calls, and two segments for the client to read, for every small answer. Here the head of an
+answer with a ``content-length`` (a whole one, whose body follows within the same event-loop pass) waits
+for the end of the pass (``call_soon``), taking along whatever is written meanwhile. Everything else, a
+stream's head and events included, is written at once as uvicorn does: nothing of a stream waits.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 class _PassWrites:
-    """The connection's transport as uvicorn sees it: ``write`` holds data until the end of the pass, and
-    ``close`` sends what is held first; everything else is the real transport's."""
+    """The connection's transport as uvicorn sees it: ``write`` holds a whole answer's head (and what
+    follows it) until the end of the pass, ``close`` sends what is held first; everything else is the real
+    transport's."""
 
     __slots__ = ("held", "loop", "transport")
 
@@ -26,9 +28,13 @@ class _PassWrites:
         self.held: list[bytes] = []
 
     def write(self, data: bytes) -> None:
-        if not self.held:
+        if self.held:
+            self.held.append(data)
+        elif data.startswith(b"HTTP/") and b"\r\ncontent-length:" in data:  # uvicorn lowercases names
+            self.held.append(data)
             self.loop.call_soon(self.flush)
-        self.held.append(data)
+        else:
+            self.transport.write(data)
 
     def flush(self) -> None:
         held, self.held = self.held, []
