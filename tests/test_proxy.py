@@ -595,6 +595,46 @@ async def break_off(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
     writer.close()  # an answer cut off a few bytes into its body
 
 
+async def test_a_client_gone_before_the_upstream_gave_its_input_pays_the_estimate(
+    settings: Settings, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    async def slow_to_start(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        await writer.drain()
+        await reader.read()  # still thinking, no message_start yet, when the proxy hangs up
+        writer.close()
+
+    upstream = await asyncio.start_server(slow_to_start, "127.0.0.1", 0)
+    sandbox = json.loads(settings.upstreams_json)[0]
+    port = upstream.sockets[0].getsockname()[1]
+    slow = {**sandbox, "name": "slow", "base_url": f"http://127.0.0.1:{port}", "api_keys": ["sk-ant-x"]}
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "max_tokens": 100,
+            "stream": True,
+            "messages": [{"role": "user", "content": "hi " * 90}],
+        }
+    ).encode()
+    headers = {"x-api-key": dex["key"], "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    try:
+        async with (
+            proxy_with(settings, proxy_upstreams=json.dumps([slow])) as server,
+            httpx.AsyncClient() as client,
+            client.stream("POST", f"{server.url}/v1/messages", headers=headers, content=body) as response,
+        ):
+            assert response.status_code == 200  # the stream began; Dex gives up before any event
+        (event,) = await events_of(resources, dex["user_id"])
+    finally:
+        upstream.close()
+    assert (event.provider, event.status, event.estimated, event.output_tokens) == ("slow", 499, True, 0)
+    # The upstream had the whole request, so its input is billed: the proxy's estimate, never zero.
+    assert event.input_tokens == len(body) // 3 + 1
+
+
 @pytest.mark.parametrize("misbehave", [hang_up, break_off], ids=["hangs-up", "breaks-off-mid-body"])
 async def test_an_upstream_that_drops_connections_is_passed_over_for_the_next_provider(
     misbehave: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],

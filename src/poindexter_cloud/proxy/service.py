@@ -488,10 +488,11 @@ class Call:
         tally = self.tally
         if tally is not None and not self.settled:
             usage, _ = tally.usage()
-            if isinstance(tally, OpenAITally) and tally.final is None:
-                usage = TokenUsage(input_tokens=estimate.input_tokens, output_tokens=usage.output_tokens)
-            status = CLIENT_CLOSED if relay not in done else 502
-            await self.settle(route, usage, estimated=True, status=status)
+            client_left = relay not in done
+            if not tally.input_known and (client_left or usage.output_tokens):
+                # the upstream had the request (or was answering it) but never said its input: our estimate
+                usage = msgspec.structs.replace(usage, input_tokens=estimate.input_tokens)
+            await self.settle(route, usage, estimated=True, status=CLIENT_CLOSED if client_left else 502)
 
     tally: AnthropicTally | OpenAITally | None = None
 

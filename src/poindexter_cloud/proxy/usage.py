@@ -8,7 +8,11 @@ reported inside ``prompt_tokens`` and split out here.
 
 When a stream is cut (the client left, or the upstream broke), the output so far is estimated from what was
 relayed: the characters of text, thinking and tool-argument deltas, one token per four characters, rounded
-up. The estimate is marked on the usage event; input fields always come from the upstream.
+up. The estimate is marked on the usage event. Input fields come from the upstream. A stream cut before the
+upstream reported them (Anthropic's message_start, OpenAI's usage chunk, which comes last) is metered with
+the proxy's own input estimate, the one its rate limits reserved, when the client left (the upstream had
+the whole request) or output had been relayed (it was answering); an upstream that failed before its first
+token is metered with none.
 """
 
 from __future__ import annotations
@@ -63,6 +67,10 @@ class AnthropicTally:
         self.fields: dict[str, int] = {}
         self.relayed_chars = 0
         self.complete = False
+
+    @property
+    def input_known(self) -> bool:
+        return "input_tokens" in self.fields
 
     def merge(self, usage: AnthropicUsage | None) -> None:
         if usage is None:
@@ -174,6 +182,10 @@ class OpenAITally:
         self.final: OpenAIUsage | None = None
         self.relayed_chars = 0
         self.complete = False
+
+    @property
+    def input_known(self) -> bool:
+        return self.final is not None
 
     def on_chunk(self, data: bytes) -> bool:
         """Account for one ``data:`` payload; True if it is the usage-only chunk."""
