@@ -646,6 +646,19 @@ async def test_sms_sent_over_telnyx_and_received_are_listed_in_order_past_a_curs
     await counted(env, dex.user["id"], "sms_received", 1)
 
 
+async def test_a_sent_sms_follows_its_delivery_reports_to_delivered(env: Env, dex: Dex) -> None:
+    start = (await dex.api.get("/v1/sms/messages")).json()["next_cursor"]
+    sent = await dex.api.post("/v1/sms/send", json={"to": OUTSIDER, "text": "On my way."})
+    assert (sent.status_code, sent.json()["status"]) == (201, "queued")
+
+    async def delivered() -> bool:
+        # Telnyx reports it sent (message.sent), then delivered (message.finalized), to our webhook
+        [listed] = (await dex.api.get("/v1/sms/messages", params={"after": start})).json()["messages"]
+        return bool(listed["id"] == sent.json()["id"] and listed["status"] == "delivered")
+
+    await eventually(delivered)
+
+
 async def test_each_key_has_its_own_per_operation_limit_with_retry_after(env: Env, dex: Dex) -> None:
     made = await env.w.b.web.post("/v1/api-keys/", json={"name": "burst"}, headers=bearer(dex.user))
     async with httpx.AsyncClient(base_url=env.web_url, headers={"x-api-key": made.json()["key"]}) as api:

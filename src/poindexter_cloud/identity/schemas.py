@@ -399,7 +399,7 @@ class Sms(msgspec.Struct):
     to_number: str
     text: str
     media_urls: list[str]
-    status: str | None  # outbound: as Telnyx accepted it
+    status: str | None  # outbound, Telnyx's latest: queued, sending, sent, then delivered or a failure
     parts: int | None  # outbound: billed segments
     telnyx_message_id: str | None
     at: datetime  # received (inbound) or sent (outbound)

@@ -290,6 +290,32 @@ async def store_outgoing_sms(
     return row
 
 
+# Telnyx's statuses of an outbound message, in the order they come; every other one is final (delivered,
+# sending_failed, delivery_failed, delivery_unconfirmed).
+_SMS_PROGRESS: Final = {"queued": 0, "sending": 1, "sent": 2}
+_SMS_FINAL: Final = len(_SMS_PROGRESS)
+
+
+async def record_sms_status(
+    session: AsyncSession, identity_id: uuid.UUID, telnyx_message_id: str, status: str
+) -> bool | None:
+    """Move a sent SMS's status on to what a Telnyx delivery report says. Reports can arrive in any order,
+    so an older one changes nothing (False); None if the identity sent no such SMS."""
+    row = (
+        await session.execute(
+            select(OutgoingSms).where(
+                OutgoingSms.identity_id == identity_id, OutgoingSms.telnyx_message_id == telnyx_message_id
+            )
+        )
+    ).scalar_one_or_none()
+    if row is None:
+        return None
+    if _SMS_PROGRESS.get(status, _SMS_FINAL) <= _SMS_PROGRESS.get(row.status, _SMS_FINAL):
+        return False
+    row.status = status
+    return True
+
+
 async def sms_after(
     session: AsyncSession, identity_id: uuid.UUID, after: int, limit: int, direction: str
 ) -> list[IncomingSms | OutgoingSms]:

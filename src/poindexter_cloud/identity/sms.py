@@ -86,6 +86,10 @@ async def send(
     if text is None and not media:
         raise EmptyMessage("Give text or media_urls.")
     await caller.admit()
+    identity = caller.identity
+    # Locked from before Telnyx has the message until it is stored: its delivery reports, which lock the
+    # identity too, find it stored.
+    await service.get(uow.session, identity.user_id, for_update=True)
     try:
         sent = await telnyx.send_sms(caller.number, to, text, media)
     except TelnyxRefused as exc:
@@ -98,8 +102,6 @@ async def send(
                 "Telnyx found the text too long to deliver.", details={"field": "text"}
             ) from None
         raise SmsRefused("Telnyx refused the SMS.", details={"telnyx_code": exc.telnyx_code}) from None
-    identity = caller.identity
-    await service.get(uow.session, identity.user_id, for_update=True)
     row = await service.store_outgoing_sms(
         uow.session,
         identity.id,

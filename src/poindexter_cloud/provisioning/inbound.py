@@ -1,12 +1,14 @@
-"""What an inbound SMS on one of our numbers does (a stored ``message.received`` Telnyx event, in the
-``process_telnyx_event`` job): a Signal code for a number awaiting one completes its registration; any other
-SMS is stored for the identity (once, by Telnyx's message id) and counted as usage (``sms_received``)."""
+"""What a stored Telnyx event does, in the ``process_telnyx_event`` job. An inbound SMS on one of our
+numbers (``message.received``): a Signal code for a number awaiting one completes its registration; any
+other SMS is stored for the identity (once, by Telnyx's message id) and counted as usage (``sms_received``).
+A delivery report of an SMS an identity sent (``message.sent``, ``message.finalized``) moves its status on."""
 
 from __future__ import annotations
 
 import copy
 import logging
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -20,6 +22,14 @@ from poindexter_cloud.provisioning.lifecycle import Providers
 log = logging.getLogger(__name__)
 
 MESSAGE_RECEIVED: Final = "message.received"
+DELIVERY_REPORTS: Final = frozenset({"message.sent", "message.finalized"})
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryReport:
+    telnyx_message_id: str
+    from_number: str
+    status: str
 
 
 def _time(text: Any) -> datetime | None:
@@ -51,6 +61,20 @@ def received_sms(payload: dict[str, Any]) -> ReceivedSms | None:
     )
 
 
+def delivery_report(payload: dict[str, Any]) -> DeliveryReport | None:
+    """What a ``message.sent`` or ``message.finalized`` event says of an outbound message, or None."""
+    data = payload.get("data") or {}
+    message = data.get("payload") if isinstance(data, dict) else None
+    if not isinstance(message, dict) or message.get("direction") != "outbound":
+        return None
+    recipients = message.get("to") or []
+    sender = message.get("from") or {}
+    status = recipients[0].get("status") if recipients and isinstance(recipients[0], dict) else None
+    if not message.get("id") or not status or not isinstance(sender, dict) or not sender.get("phone_number"):
+        return None
+    return DeliveryReport(str(message["id"]), str(sender["phone_number"]), str(status))
+
+
 def redacted(payload: dict[str, Any]) -> dict[str, Any]:
     """The event as kept once processed: without the text and media (they live in incoming_sms, where
     erasure finds them, and a Signal code is nobody's business afterwards)."""
@@ -64,7 +88,10 @@ def redacted(payload: dict[str, Any]) -> dict[str, Any]:
 async def apply(
     uow: UnitOfWork, p: Providers, usage: UsageBuffer, event_type: str, payload: dict[str, Any]
 ) -> str:
-    """Act on one stored Telnyx event; what it did: ignored, no identity, signal code, duplicate, stored."""
+    """Act on one stored Telnyx event; what it did: ignored, no identity, signal code, duplicate, stored,
+    status, stale status, unknown message."""
+    if event_type in DELIVERY_REPORTS:
+        return await _apply_delivery_report(uow, payload)
     sms = received_sms(payload) if event_type == MESSAGE_RECEIVED else None
     if sms is None:
         return "ignored"
@@ -84,3 +111,18 @@ async def apply(
         usage_record(identity.user_id, "sms_received", f"sms:{sms.telnyx_message_id}", "telnyx", at)
     )
     return "stored"
+
+
+async def _apply_delivery_report(uow: UnitOfWork, payload: dict[str, Any]) -> str:
+    report = delivery_report(payload)
+    if report is None:
+        return "ignored"
+    # A send holds this lock from before Telnyx has the message until it is stored (identity/sms.py), so
+    # waiting for it here finds the SMS of a report that came first.
+    identity = await identities.by_phone_number(uow.session, report.from_number, for_update=True)
+    if identity is None:
+        return "no identity"
+    moved = await identities.record_sms_status(
+        uow.session, identity.id, report.telnyx_message_id, report.status
+    )
+    return "unknown message" if moved is None else "status" if moved else "stale status"

@@ -28,8 +28,8 @@ from poindexter_cloud.webhooks.models import WebhookEvent
 STRIPE: Final = "stripe"
 TELNYX: Final = "telnyx"
 ERROR_TEXT_LIMIT: Final = 2000
-# The Telnyx events we act on: SMS reaching one of our numbers.
-TELNYX_EVENTS: Final = frozenset({"message.received"})
+# The Telnyx events we act on: SMS reaching one of our numbers, and the delivery reports of those we send.
+TELNYX_EVENTS: Final = frozenset({"message.received", "message.sent", "message.finalized"})
 
 _received = cached(WEBHOOK_EVENTS_RECEIVED)
 _processed = cached(WEBHOOK_EVENTS_PROCESSED)
@@ -71,8 +71,8 @@ async def receive_telnyx(
     uow: UnitOfWork, body: bytes, headers: Mapping[str, str], public_key: str
 ) -> Received | None:
     """Verify a Telnyx delivery (``InvalidTelnyxSignature`` if forged or stale: nothing is written). An
-    inbound SMS is stored once by its event id, its processing deferred in the same transaction; other
-    events (delivery reports of messages we send) are acknowledged and dropped (None)."""
+    inbound SMS or a delivery report of one we sent is stored once by its event id, its processing deferred
+    in the same transaction; other events are acknowledged and dropped (None)."""
     event = verify_telnyx_webhook(body, headers, public_key)
     if event.type not in TELNYX_EVENTS:
         return None
