@@ -39,21 +39,40 @@ def _time(text: Any) -> datetime | None:
         return None
 
 
-def received_sms(payload: dict[str, Any]) -> ReceivedSms | None:
-    """The SMS a ``message.received`` event's envelope describes, or None if it is not one."""
+@dataclass(frozen=True, slots=True)
+class _Envelope:
+    message: dict[str, Any]
+    id: str
+    sender: str  # phone number
+    recipient: dict[str, Any]  # the first
+
+
+def _envelope(payload: dict[str, Any], direction: str) -> _Envelope | None:
+    """The message of a Telnyx event in ``direction`` with its id, sender and first recipient, or None."""
     data = payload.get("data") or {}
     message = data.get("payload") if isinstance(data, dict) else None
-    if not isinstance(message, dict) or message.get("direction") != "inbound":
+    if not isinstance(message, dict) or message.get("direction") != direction:
         return None
     recipients = message.get("to") or []
     sender = message.get("from") or {}
-    to = recipients[0].get("phone_number") if recipients and isinstance(recipients[0], dict) else None
-    if not message.get("id") or not to or not isinstance(sender, dict) or not sender.get("phone_number"):
+    if not message.get("id") or not recipients or not isinstance(recipients[0], dict):
         return None
+    if not isinstance(sender, dict) or not sender.get("phone_number"):
+        return None
+    return _Envelope(message, str(message["id"]), str(sender["phone_number"]), recipients[0])
+
+
+def received_sms(payload: dict[str, Any]) -> ReceivedSms | None:
+    """The SMS a ``message.received`` event's envelope describes, or None if it is not one."""
+    envelope = _envelope(payload, "inbound")
+    to = envelope.recipient.get("phone_number") if envelope is not None else None
+    if envelope is None or not to:
+        return None
+    message = envelope.message
     media = [m.get("url") for m in message.get("media") or () if isinstance(m, dict) and m.get("url")]
     return ReceivedSms(
-        telnyx_message_id=str(message["id"]),
-        from_number=str(sender["phone_number"]),
+        telnyx_message_id=envelope.id,
+        from_number=envelope.sender,
         to_number=str(to),
         text=str(message.get("text") or ""),
         media_urls=[str(url) for url in media],
@@ -63,16 +82,11 @@ def received_sms(payload: dict[str, Any]) -> ReceivedSms | None:
 
 def delivery_report(payload: dict[str, Any]) -> DeliveryReport | None:
     """What a ``message.sent`` or ``message.finalized`` event says of an outbound message, or None."""
-    data = payload.get("data") or {}
-    message = data.get("payload") if isinstance(data, dict) else None
-    if not isinstance(message, dict) or message.get("direction") != "outbound":
+    envelope = _envelope(payload, "outbound")
+    status = envelope.recipient.get("status") if envelope is not None else None
+    if envelope is None or not status:
         return None
-    recipients = message.get("to") or []
-    sender = message.get("from") or {}
-    status = recipients[0].get("status") if recipients and isinstance(recipients[0], dict) else None
-    if not message.get("id") or not status or not isinstance(sender, dict) or not sender.get("phone_number"):
-        return None
-    return DeliveryReport(str(message["id"]), str(sender["phone_number"]), str(status))
+    return DeliveryReport(envelope.id, envelope.sender, str(status))
 
 
 def redacted(payload: dict[str, Any]) -> dict[str, Any]:
