@@ -212,7 +212,7 @@ if cap >= 0 and tonumber(redis.call('GET', M) or '0') + spend > cap then refuse(
 local deadline = now + ttl
 if code == 0 then
   -- in flight until settled or its deadline: holds the estimate, and (user scope) the spend of its month
-  local member = 'f:' .. rid .. ':' .. ARGV[5] .. ':' .. ARGV[6] .. ':' .. month
+  local member = ARGV[16]
   for s = 1, 2 do
     redis.call('ZADD', L[s], now, rid)
     touch(L[s], keep)
@@ -366,14 +366,9 @@ class Reservation(msgspec.Struct):
     spend_microdollars: int  # reserved
     granted_ms: int  # Redis's time of the grant
     deadline_ms: int  # after it, the reservation expires unless settled
-    month: str  # YYYYMM its spend was reserved in
+    holding: str  # its member in both scopes' holdings while in flight
     key_field: str  # the key's field in the user's sums hash
     state: LimitState
-
-    @property
-    def holding(self) -> str:
-        """Its member in both scopes' holdings while in flight (the reserve script writes the same)."""
-        return f"f:{self.id}:{self.tokens}:{self.spend_microdollars}:{self.month}"
 
 
 class RateLimited(Exception):
@@ -463,6 +458,7 @@ class Limiter:
         )
         key_field = "k:" + key_id.hex
         rid = secrets.token_hex(8)
+        holding = f"f:{rid}:{estimated_tokens}:{estimated_spend_microdollars}:{month}"
         cap = limits.monthly_spend_cap_microdollars
         result: list[int] = await self._reserve_script(
             keys=keys[:6],
@@ -482,6 +478,7 @@ class Limiter:
                 self._keep_ms,
                 _MONTH_KEEP_MS,
                 key_field,
+                holding,
             ),
         )
         code, retry_ms, permanent, at_ms, deadline_ms, rl, rr, rreset, tl, tr, treset = result
@@ -499,7 +496,7 @@ class Limiter:
             estimated_spend_microdollars,
             at_ms,
             deadline_ms,
-            month,
+            holding,
             key_field,
             state,
         )
