@@ -13,6 +13,7 @@ import asyncio
 import base64
 import dataclasses
 import email
+import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Role
 from poindexter_cloud.identity.schemas import EventCreate, EventTime, EventUpdate
 from poindexter_cloud.provisioning import jobs
+from poindexter_cloud.sandbox.telnyx.signing import sign
+from poindexter_cloud.webhooks.models import WebhookEvent
 from test_accounts import bearer
 from test_provisioning import World, comp_user, ctx, point_profile_at, ready
 
@@ -646,6 +649,17 @@ async def test_sms_sent_over_telnyx_and_received_are_listed_in_order_past_a_curs
     await counted(env, dex.user["id"], "sms_received", 1)
 
 
+async def processed(env: Env, event_id: str) -> bool:
+    """The stored Telnyx event ``event_id`` has been acted on."""
+    async with env.w.resources.db.sessions() as session:
+        at = await session.scalar(
+            select(WebhookEvent.processed_at).where(
+                WebhookEvent.provider == "telnyx", WebhookEvent.event_id == event_id
+            )
+        )
+    return at is not None
+
+
 async def test_a_sent_sms_follows_its_delivery_reports_to_delivered(env: Env, dex: Dex) -> None:
     start = (await dex.api.get("/v1/sms/messages")).json()["next_cursor"]
     sent = await dex.api.post("/v1/sms/send", json={"to": OUTSIDER, "text": "On my way."})
@@ -657,6 +671,27 @@ async def test_a_sent_sms_follows_its_delivery_reports_to_delivered(env: Env, de
         return bool(listed["id"] == sent.json()["id"] and listed["status"] == "delivered")
 
     await eventually(delivered)
+
+    # A message.sent report that comes last (its first delivery failed and was retried) changes nothing.
+    late = {
+        "event_type": "message.sent",
+        "id": str(uuid.uuid4()),
+        "payload": {
+            "record_type": "message",
+            "direction": "outbound",
+            "id": sent.json()["telnyx_message_id"],
+            "from": {"phone_number": dex.number},
+            "to": [{"phone_number": OUTSIDER, "status": "sent"}],
+        },
+        "record_type": "event",
+    }
+    body = json.dumps({"data": late, "meta": {"attempt": 2, "delivered_to": "x"}})
+    stored = await env.w.b.web.post(
+        "/webhooks/telnyx", content=body, headers={"content-type": "application/json", **sign(body)}
+    )
+    assert stored.status_code == 200, stored.text
+    await eventually(lambda: processed(env, late["id"]))
+    assert await delivered()
 
 
 async def test_each_key_has_its_own_per_operation_limit_with_retry_after(env: Env, dex: Dex) -> None:
