@@ -635,6 +635,39 @@ async def test_a_client_gone_before_the_upstream_gave_its_input_pays_the_estimat
     assert event.input_tokens == len(body) // 3 + 1
 
 
+@pytest.mark.parametrize(("events", "billed_input"), [(4, True), (0, False)], ids=["mid-answer", "at-once"])
+async def test_an_openai_stream_the_upstream_breaks_pays_input_only_if_it_was_answering(
+    events: int,
+    billed_input: bool,
+    proxy_server: RunningServer,
+    sandbox_server: RunningServer,
+    dex: dict[str, Any],
+    resources: Resources,
+    worker: Any,
+) -> None:
+    async with httpx.AsyncClient(base_url=sandbox_server.url) as sandbox:
+        drop = await sandbox.post("/openai/_control/faults", json={"disconnect_after_events": events})
+        drop.raise_for_status()
+    question = {"role": "user", "content": "words=50 " + "please " * 40}
+    body = json.dumps({"model": "gpt-4o", "stream": True, "messages": [question]}).encode()
+    headers = {"authorization": f"Bearer {dex['key']}", "content-type": "application/json"}
+    async with httpx.AsyncClient(timeout=10) as client:
+        with pytest.raises(httpx.RemoteProtocolError):  # the stream the proxy relays ends unfinished
+            async with client.stream(
+                "POST", f"{proxy_server.url}/v1/chat/completions", headers=headers, content=body
+            ) as response:
+                assert response.status_code == 200
+                await response.aread()
+    (event,) = await events_of(resources, dex["user_id"])
+    assert (event.provider, event.status, event.estimated) == ("openai-sandbox", 502, True)
+    # The usage chunk comes last, so the input is ours to estimate: billed once the upstream was answering
+    # (output had been relayed), not when it failed before its first token.
+    assert (event.output_tokens > 0, event.input_tokens) == (
+        billed_input,
+        len(body) // 3 + 1 if billed_input else 0,
+    )
+
+
 @pytest.mark.parametrize("misbehave", [hang_up, break_off], ids=["hangs-up", "breaks-off-mid-body"])
 async def test_an_upstream_that_drops_connections_is_passed_over_for_the_next_provider(
     misbehave: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
