@@ -668,6 +668,53 @@ async def test_an_openai_stream_the_upstream_breaks_pays_input_only_if_it_was_an
     )
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+async def test_a_client_gone_while_the_upstream_thinks_stops_the_upstream_and_pays_the_estimate(
+    stream: bool, settings: Settings, dex: dict[str, Any], resources: Resources, worker: Any
+) -> None:
+    asked, hung_up = asyncio.Event(), asyncio.Event()
+
+    async def thinking(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        asked.set()
+        await reader.read()  # no answer yet, not even its head, when the proxy hangs up
+        hung_up.set()
+        writer.close()
+
+    upstream = await asyncio.start_server(thinking, "127.0.0.1", 0)
+    sandbox = json.loads(settings.upstreams_json)[0]
+    port = upstream.sockets[0].getsockname()[1]
+    slow = {**sandbox, "name": "slow", "base_url": f"http://127.0.0.1:{port}", "api_keys": ["sk-ant-x"]}
+    body = json.dumps(
+        {
+            "model": MODEL,
+            "max_tokens": 100,
+            "stream": stream,
+            "messages": [{"role": "user", "content": "hi " * 90}],
+        }
+    ).encode()
+    headers = {"x-api-key": dex["key"], "anthropic-version": "2023-06-01", "content-type": "application/json"}
+    try:
+        async with (
+            proxy_with(settings, proxy_upstreams=json.dumps([slow])) as server,
+            httpx.AsyncClient() as client,
+        ):
+            request = asyncio.create_task(
+                client.post(f"{server.url}/v1/messages", headers=headers, content=body)
+            )
+            await asyncio.wait_for(asked.wait(), 10)
+            request.cancel()  # Dex gives up: its connection closes
+            await asyncio.gather(request, return_exceptions=True)
+            await asyncio.wait_for(hung_up.wait(), 5)  # and the proxy drops the upstream's at once
+        (event,) = await events_of(resources, dex["user_id"])
+    finally:
+        upstream.close()
+    assert (event.provider, event.status, event.estimated, event.output_tokens) == ("slow", 499, True, 0)
+    assert event.input_tokens == len(body) // 3 + 1  # the upstream had the request: our estimate
+
+
 @pytest.mark.parametrize("misbehave", [hang_up, break_off], ids=["hangs-up", "breaks-off-mid-body"])
 async def test_an_upstream_that_drops_connections_is_passed_over_for_the_next_provider(
     misbehave: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],

@@ -24,6 +24,7 @@ from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
 from poindexter_cloud.billing.plans import plan_named
 from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, encode, stream_for
+from poindexter_cloud.core.http_protocol import ClientLeft, ClientWatch
 from poindexter_cloud.core.metrics import (
     ERRORS,
     PROXY_OVERHEAD,
@@ -309,6 +310,7 @@ class Call:
         candidates = [(route, key) for route in routes for key in route.upstream.api_keys]
         candidates = self.rt.breakers.order(candidates)[: self.rt.settings.proxy_max_attempts]
         last_error: ProxyError | None = None
+        watch = ClientWatch(self.scope)
         for index, (route, upstream_key) in enumerate(candidates):
             self.attempt = index
             final = index == len(candidates) - 1
@@ -316,23 +318,36 @@ class Call:
             headers, payload = self.upstream_request(route, upstream_key, body, head, translated)
             sent_at = time.perf_counter()
             response: UpstreamResponse | None = None
+            asked = False
             try:
-                response = await self.rt.http.post(route.target, headers, payload)
-                _upstream_latency(route.upstream.name).observe(time.perf_counter() - sent_at)
+                with watch:  # waiting for the upstream, the proxy still hears the client hang up
+                    connection = await self.rt.http.connection(route.target)
+                    asked = True
+                    response = await self.rt.http.post(route.target, headers, payload, connection)
+                    _upstream_latency(route.upstream.name).observe(time.perf_counter() - sent_at)
+                    streamed = head.stream and response.status == 200
+                    answer = b"" if streamed else await response.read()
+                if not streamed:
+                    self.upstream_seconds += time.perf_counter() - sent_at
                 if response.status in RETRYABLE or response.status in (401, 403):
                     _upstream_errors(route.upstream.name, upstream_failure_reason(response.status)).inc()
-                    error_body = await response.read()
-                    self.upstream_seconds += time.perf_counter() - sent_at
                     self.rt.breakers.failure(upstream_key)
-                    last_error = self.upstream_error(route, response.status, error_body, response.headers)
+                    last_error = self.upstream_error(route, response.status, answer, response.headers)
                     if not final:
                         await self.record_failed_attempt(route, response.status)
                     continue
                 self.rt.breakers.success(upstream_key)
-                if head.stream and response.status == 200:
+                if streamed:
                     await self.relay_stream(route, response, sent_at, translated, head, estimate)
                 else:
-                    await self.relay_whole(route, response, sent_at, translated, head)
+                    await self.relay_whole(route, response, answer, translated, head)
+                return
+            except ClientLeft:
+                # Nobody will read the answer: its connection is closed below, so the upstream stops. If it
+                # had the request, it is billed at our input estimate (docs/architecture.md, metering).
+                self.upstream_seconds += time.perf_counter() - sent_at
+                usage = TokenUsage(input_tokens=estimate.input_tokens) if asked else TokenUsage()
+                await self.settle(route, usage, estimated=asked, status=CLIENT_CLOSED)
                 return
             except UpstreamConnectionError as exc:
                 if self.response_started:
@@ -422,12 +437,10 @@ class Call:
         self,
         route: Route,
         response: UpstreamResponse,
-        sent_at: float,
+        body: bytes,
         translated: bool,
         head: RequestHead,
     ) -> None:
-        body = await response.read()
-        self.upstream_seconds += time.perf_counter() - sent_at
         status = response.status
         usage = TokenUsage()
         if status == 200:

@@ -254,9 +254,21 @@ class UpstreamClient:
         self._idle: dict[Origin, list[_Connection]] = {}
         self._tls: ssl.SSLContext | None = None
 
-    async def post(self, target: Target, headers: list[tuple[bytes, bytes]], body: bytes) -> UpstreamResponse:
-        """Send the request and wait for the answer's status and headers."""
-        connection = self._pooled(target.origin) or await self._connect(target.origin)
+    async def connection(self, target: Target) -> _Connection:
+        """A pooled connection to the target's origin, or a new one."""
+        return self._pooled(target.origin) or await self._connect(target.origin)
+
+    async def post(
+        self,
+        target: Target,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        connection: _Connection | None = None,
+    ) -> UpstreamResponse:
+        """Send the request (on ``connection``, from `connection`, if given) and wait for the answer's status
+        and headers. Once it is called with a connection, the request has been sent, whatever it raises."""
+        if connection is None:
+            connection = await self.connection(target)
         response = UpstreamResponse(self, connection)
         connection.response = response
         lines = [b"POST ", target.path, b" HTTP/1.1\r\nhost: ", target.host_header]
