@@ -540,9 +540,16 @@ async def test_a_captcha_demand_waits_for_an_operator_who_completes_it_from_the_
     assert solved.returncode == 0, solved.stderr
     await ready(w, user["id"])
     assert identity.phone_number in await w.signal_accounts()
+    # The job that handed it over stored its payload; the token in it is sealed, never in the clear.
+    async with w.resources.db.sessions() as session:
+        payloads = (
+            await session.execute(select(JobHistory.payload).where(JobHistory.job_type == "register_signal"))
+        ).scalars()
+        handed = [p["captcha"] for p in payloads if p.get("captcha")]
+    assert len(handed) == 1 and CAPTCHA.split(".")[-1] not in handed[0]
     with pytest.raises(NotAwaitingCaptcha):
         async with w.resources.unit_of_work() as uow:
-            await provisioning.submit_signal_captcha(uow, user["id"], CAPTCHA)
+            await provisioning.submit_signal_captcha(uow, w.resources.settings, user["id"], CAPTCHA)
 
 
 async def test_the_signal_profile_is_set_even_if_the_code_sms_job_dies_right_after_its_commit(

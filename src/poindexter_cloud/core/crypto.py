@@ -1,16 +1,22 @@
-"""Keys derived from SECRET_KEY, and the keyed hash used for every high-entropy token we store.
+"""Keys derived from SECRET_KEY, the keyed hash used for every high-entropy token we store, and AES-256-GCM
+for the few secrets we must read back later (``Sealer``).
 
-During a rotation SECRET_KEY_PREVIOUS holds the old root secret: new values are hashed and signed with the
-current one, while what the old one hashed or signed still verifies (``KeyRing``).
+During a rotation SECRET_KEY_PREVIOUS holds the old root secret: new values are hashed, signed and sealed
+with the current one, while what the old one hashed, signed or sealed still verifies or opens (``KeyRing``).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import os
 import secrets
 from dataclasses import dataclass
 from functools import lru_cache
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 
 @lru_cache(maxsize=32)
@@ -55,3 +61,35 @@ class KeyRing:
 def key_id(key: bytes) -> str:
     """A short, public name for a key (a JWT ``kid``): its fingerprint, never the key."""
     return "s" + hashlib.sha256(key).hexdigest()[:8]
+
+
+class SealBroken(ValueError):
+    """A sealed value that no key of the ring opens: altered, or sealed under a retired secret."""
+
+
+@dataclass(frozen=True, slots=True)
+class Sealer:
+    """AES-256-GCM under one purpose's keys, for a secret that must be stored and read back (a job payload
+    that carries one, say): ``v1.`` then base64url of a random 96-bit nonce, the ciphertext and its tag."""
+
+    ring: KeyRing
+
+    def seal(self, plaintext: str) -> str:
+        nonce = os.urandom(12)
+        sealed = nonce + AESGCM(self.ring.current).encrypt(nonce, plaintext.encode(), None)
+        return "v1." + base64.urlsafe_b64encode(sealed).decode()
+
+    def open(self, sealed: str) -> str:
+        version, _, encoded = sealed.partition(".")
+        try:
+            raw = base64.urlsafe_b64decode(encoded)
+        except ValueError:
+            raise SealBroken("not a sealed value") from None
+        if version != "v1" or len(raw) < 12 + 16:
+            raise SealBroken("not a sealed value")
+        for key in self.ring.keys:
+            try:
+                return AESGCM(key).decrypt(raw[:12], raw[12:], None).decode()
+            except InvalidTag:
+                continue
+        raise SealBroken("no current key opens this value")

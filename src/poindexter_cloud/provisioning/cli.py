@@ -95,7 +95,7 @@ async def deprovision_identity(args: argparse.Namespace, resources: Resources) -
 async def signal_captcha(args: argparse.Namespace, resources: Resources) -> int:
     user_id = await _user_id(args, resources)
     async with resources.unit_of_work() as uow:
-        await service.submit_signal_captcha(uow, user_id, args.token)
+        await service.submit_signal_captcha(uow, resources.settings, user_id, args.token)
         await uow.commit()
     print(f"captcha handed to Signal's registration of {args.user}")
     return 0

@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from poindexter_cloud.billing import service as billing
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, stream_for
+from poindexter_cloud.core.crypto import SealBroken
 from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.metrics import PROVISIONING_STEPS, cached
 from poindexter_cloud.core.queue import background, cron, job
@@ -174,12 +175,18 @@ async def resume_identity(ctx: dict[str, Any], user_id: str) -> str:
 @job(timeout_seconds=120)
 async def register_signal(ctx: dict[str, Any], user_id: str, captcha: str | None = None) -> str:
     """One attempt at the identity's Signal registration (``signal_registration``), then its profile name
-    once registered."""
+    once registered. ``captcha``: an operator's, sealed (``service.captcha_sealer``)."""
     resources: Resources = ctx["resources"]
     uid = uuid.UUID(user_id)
     p = await providers(resources.settings)
+    token = None
+    if captcha is not None:
+        try:
+            token = service.captcha_sealer(resources.settings).open(captcha)
+        except SealBroken:  # sealed under a retired SECRET_KEY: the registration waits for another one
+            log.warning("a Signal captcha could not be opened", extra={"user_id": user_id})
     async with resources.unit_of_work() as uow:
-        outcome = await signal_registration.attempt(uow, p, uid, captcha)
+        outcome = await signal_registration.attempt(uow, p, uid, token)
         await uow.commit()
     async with resources.unit_of_work() as uow:
         if await signal_registration.ensure_profile(uow, p, uid):

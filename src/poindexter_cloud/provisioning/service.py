@@ -12,7 +12,9 @@ from typing import Final
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.core import audit
+from poindexter_cloud.core.crypto import KeyRing, Sealer
 from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.identity import service as identities
 from poindexter_cloud.identity.service import Identity
 from poindexter_cloud.provisioning.errors import IdentityNotFound, NotAwaitingCaptcha, NotProvisionable
@@ -101,8 +103,14 @@ async def identity_removed(session: AsyncSession, user_id: uuid.UUID) -> bool:
     return identity is None or identity.status == "deleted"
 
 
+def captcha_sealer(settings: Settings) -> Sealer:
+    """Seals an operator's Signal captcha for the job that hands it to Signal: job payloads are stored
+    (the queue, ``job_history``), and until Signal takes it the token lets anyone register the number."""
+    return Sealer(KeyRing.derive("signal-captcha", settings.secret_key, settings.secret_key_previous))
+
+
 async def submit_signal_captcha(
-    uow: UnitOfWork, user_id: uuid.UUID, token: str, actor: uuid.UUID | None = None
+    uow: UnitOfWork, settings: Settings, user_id: uuid.UUID, token: str, actor: uuid.UUID | None = None
 ) -> Identity:
     """An operator solved Signal's captcha: register again with it (and a fresh time limit)."""
     identity = await identities.get(uow.session, user_id, for_update=True)
@@ -114,7 +122,8 @@ async def submit_signal_captcha(
         )
     identity.signal_started_at = identities.now()
     audit.record(uow.session, "identity.signal_captcha_submitted", actor=actor, subject=user_id)
-    await uow.defer_job("register_signal", user_id=str(user_id), captcha=token.strip())
+    sealed = captcha_sealer(settings).seal(token.strip())
+    await uow.defer_job("register_signal", user_id=str(user_id), captcha=sealed)
     return identity
 
 
