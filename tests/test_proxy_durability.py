@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -25,7 +27,8 @@ from poindexter_cloud.core.embedded import EmbeddedPostgres, free_port
 from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Role, Settings
-from test_proxy import MODEL, subscriber
+from poindexter_cloud.proxy import limits
+from test_proxy import MODEL, proxy_with, subscriber
 
 pytestmark = pytest.mark.slow
 
@@ -165,3 +168,80 @@ async def test_a_postgresql_outage_loses_no_usage_event(
         await worker.stop()
         await asyncio.gather(worker_task, return_exceptions=True)
         await resources.close()
+
+
+class CuttingRelay:
+    """A TCP relay in front of Redis that, once armed, cuts the connection carrying a given script call
+    before Redis's reply gets back: after passing the call on (Redis runs it, the caller never hears), or
+    without (as if Redis had gone away first)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self.target = urlsplit(redis_url)
+        self.marker: bytes | None = None
+        self.forward = True
+        self.cut = asyncio.Event()
+
+    async def __aenter__(self) -> CuttingRelay:
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        self.url = self.target._replace(netloc=f"127.0.0.1:{port}").geturl()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    def arm(self, marker: bytes, *, forward: bool) -> None:
+        self.marker, self.forward = marker, forward
+
+    async def serve(self, client: asyncio.StreamReader, to_client: asyncio.StreamWriter) -> None:
+        redis, to_redis = await asyncio.open_connection(self.target.hostname, self.target.port)
+
+        async def up() -> None:
+            while data := await client.read(65536):
+                if self.marker is not None and self.marker in data:
+                    self.marker = None
+                    if self.forward:
+                        to_redis.write(data)
+                    to_client.transport.abort()  # the caller's connection breaks before any reply
+                    self.cut.set()
+                    return
+                to_redis.write(data)
+            to_redis.close()
+
+        async def down() -> None:
+            while (data := await redis.read(65536)) and not to_client.is_closing():
+                to_client.write(data)
+            to_client.close()
+            to_redis.close()
+
+        await asyncio.gather(up(), down(), return_exceptions=True)
+
+
+@pytest.mark.parametrize("forward", [True, False], ids=["redis-ran-it", "redis-never-got-it"])
+async def test_a_settle_redis_fails_after_the_answer_left_is_sent_again_and_counted_once(
+    forward: bool, web: httpx.AsyncClient, resources: Resources, settings: Settings, worker: Any
+) -> None:
+    dex = await subscriber(web, resources)
+    headers = {**HEADERS, "x-api-key": dex["key"]}
+    settle_sha = hashlib.sha1(limits._SETTLE_LUA.encode()).hexdigest().encode()
+    async with (
+        CuttingRelay(settings.redis_url) as relay,
+        proxy_with(settings, redis_url=relay.url) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as proxy,
+    ):
+        assert (await proxy.post("/v1/messages", json=BODY, headers=headers)).status_code == 200
+        relay.arm(settle_sha, forward=forward)
+        answer = await proxy.post("/v1/messages", json=BODY, headers=headers)
+        assert relay.cut.is_set()
+        # The whole answer reached the client though Redis never answered its settle.
+        assert answer.status_code == 200 and answer.json()["content"]
+        request_id = answer.headers["request-id"]
+
+        async def metered() -> Counter[str] | None:
+            seen = await events_by_request(resources, dex["user_id"])
+            return seen if seen[request_id] else None
+
+        await eventually(metered, within=15)
+        await asyncio.sleep(1.5)  # a second settle of it, had there been one, would have been drained
+        seen = await events_by_request(resources, dex["user_id"])
+    assert seen[request_id] == 1 and len(seen) == 2

@@ -4,7 +4,8 @@ PostgreSQL's usage_events, so no request waits on (or fails with) the database.
 Guarantees, and what gives them:
 
 * **A completed request's event survives a proxy SIGKILL**: the producer adds the event to the stream
-  before the response's last byte is sent; from then on it lives in Redis (which must persist with AOF for
+  before the response's last byte is sent (the proxy: its bytes are in the kernel, on their way to Redis,
+  before a whole answer's first byte); from then on it lives in Redis (which must persist with AOF for
   the buffer to survive a *Redis* restart too).
 * **A PostgreSQL outage loses nothing**: the drain acknowledges entries only after the transaction holding
   their rows has committed. A failed insert leaves them pending in the consumer group; the same consumer

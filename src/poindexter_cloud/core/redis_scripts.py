@@ -7,6 +7,10 @@ keeps one connection per process, writes the calls made in one event-loop pass t
 concurrent requests pipeline on the wire, in one system call), parses replies with hiredis' C parser and
 hands each reply to the oldest waiting call, as Redis answers in order. If the connection drops, every
 waiting call fails with ``ConnectionError`` and the next call reconnects.
+
+``Script.send`` also says, once its pass's write is done, whether the kernel took every byte of it: such a
+command reaches Redis even if this process is killed the next moment, which lets the proxy answer its
+client before Redis has replied (``proxy/service.py``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import hashlib
 import ssl
 from collections import deque
+from collections.abc import Awaitable, Generator
 from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
@@ -42,6 +47,7 @@ class _Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.lost = False
         self.unsent: list[bytes] = []
+        self.written: asyncio.Future[bool] | None = None  # the unsent commands' `Sent.delivered`
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
@@ -55,6 +61,7 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._report_written(False)
         while self.waiting:
             waiter = self.waiting.popleft()
             if not waiter.done():
@@ -72,8 +79,22 @@ class _Connection(asyncio.Protocol):
 
     def _write(self) -> None:
         unsent, self.unsent = self.unsent, []
-        if self.transport is not None and not self.lost:  # else connection_lost failed their waiters
-            self.transport.write(b"".join(unsent))
+        transport = self.transport
+        if transport is not None and not self.lost:  # else connection_lost failed their waiters
+            transport.write(b"".join(unsent))
+            self._report_written(transport.get_write_buffer_size() == 0)  # nothing left in our buffer
+
+    def _report_written(self, delivered: bool) -> None:
+        written, self.written = self.written, None
+        if written is not None and not written.done():
+            written.set_result(delivered)
+
+    def send_reporting(self, parts: tuple[Any, ...]) -> tuple[asyncio.Future[bool], asyncio.Future[Any]]:
+        """`send`, and a future telling, once this pass's write is done, whether the kernel took it all."""
+        waiter = self.send(parts)
+        if self.written is None:
+            self.written = asyncio.get_running_loop().create_future()
+        return self.written, waiter
 
 
 class ScriptClient:
@@ -123,6 +144,13 @@ class ScriptClient:
             raise ScriptError(str(reply))
         return reply
 
+    def send_reporting(self, *parts: Any) -> tuple[asyncio.Future[bool], asyncio.Future[Any]] | None:
+        """`_Connection.send_reporting` on the open connection; None if there is none yet."""
+        connection = self._connection
+        if connection is None or connection.lost:
+            return None
+        return connection.send_reporting(parts)
+
     def register(self, lua: str) -> Script:
         return Script(self, lua)
 
@@ -149,3 +177,39 @@ class Script:
             if not str(exc).startswith("NOSCRIPT"):
                 raise
             return await self.client.call("EVAL", self.lua, len(keys), *keys, *args)
+
+    def send(self, keys: tuple[str, ...] | list[str] = (), args: tuple[Any, ...] | list[Any] = ()) -> Sent:
+        """The call, queued for this pass's write when the connection is open: see `Sent`."""
+        queued = self.client.send_reporting("EVALSHA", self.sha, len(keys), *keys, *args)
+        if queued is None:  # no connection yet: connect, then call as usual
+            return Sent(None, self(keys, args))
+        written, waiter = queued
+        return Sent(written, self._reply(waiter, keys, args))
+
+    async def _reply(self, waiter: asyncio.Future[Any], keys: Any, args: Any) -> Any:
+        reply = await waiter
+        if isinstance(reply, hiredis.ReplyError):
+            if not str(reply).startswith("NOSCRIPT"):
+                raise ScriptError(str(reply))
+            return await self.client.call("EVAL", self.lua, len(keys), *keys, *args)
+        return reply
+
+
+class Sent:
+    """A script call sent ahead of its reply: await it for the reply, and `delivered` to learn whether it
+    will reach Redis whatever happens to this process."""
+
+    __slots__ = ("_reply", "_written")
+
+    def __init__(self, written: asyncio.Future[bool] | None, reply: Awaitable[Any]) -> None:
+        self._written = written
+        self._reply = reply
+
+    async def delivered(self) -> bool:
+        """True once every byte of the call is in the kernel, after the pass's write: Redis gets it even if
+        this process dies now (and runs it if the script is loaded; after a NOSCRIPT the reply is that of
+        an EVAL sent then). False if it could not be written at once: only the reply tells."""
+        return await self._written if self._written is not None else False
+
+    def __await__(self) -> Generator[Any, None, Any]:
+        return self._reply.__await__()

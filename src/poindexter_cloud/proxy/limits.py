@@ -91,7 +91,7 @@ import msgspec
 from redis.asyncio import Redis
 
 from poindexter_cloud.billing.plans import Plan
-from poindexter_cloud.core.redis_scripts import ScriptClient
+from poindexter_cloud.core.redis_scripts import ScriptClient, Sent
 
 PREFIX = "poindexter:limits:"
 
@@ -405,10 +405,11 @@ class Limiter:
         scripts: ScriptClient | None = None,
     ) -> None:
         self._reserve_script: Callable[..., Awaitable[Any]] = redis.register_script(_RESERVE_LUA)
-        self._settle_script: Callable[..., Awaitable[Any]] = redis.register_script(_SETTLE_LUA)
+        settle = redis.register_script(_SETTLE_LUA)
+        self._send_settle: Callable[..., Sent] = lambda keys, args: Sent(None, settle(keys=keys, args=args))
         if scripts is not None:  # the proxy's pipelined connection (core/redis_scripts.py)
             self._reserve_script = scripts.register(_RESERVE_LUA)
-            self._settle_script = scripts.register(_SETTLE_LUA)
+            self._send_settle = scripts.register(_SETTLE_LUA).send
         self._prefix = prefix
         self._window_ms = round(window * 1000)
         self._ttl_ms = round(reservation_ttl * 1000)
@@ -501,7 +502,7 @@ class Limiter:
             state,
         )
 
-    async def settle(
+    def settle(
         self,
         reservation: Reservation,
         actual_tokens: int,
@@ -509,10 +510,12 @@ class Limiter:
         stream: str | None = None,
         stream_fields: dict[str, bytes] | None = None,
         now: float | None = None,
-    ) -> None:
-        """Settle the reservation to the real usage and, with ``stream``, XADD ``stream_fields`` to it.
+    ) -> Sent:
+        """Settle the reservation to the real usage and, with ``stream``, XADD ``stream_fields`` to it;
+        await the result for Redis's answer.
 
         One script call does both. A repeat for the same reservation does nothing (and appends nothing).
+        On the proxy's script client the call is queued for this event-loop pass's write (`Sent.delivered`).
         """
         if actual_tokens < 0 or actual_spend_microdollars < 0:
             raise ValueError("usage cannot be negative")
@@ -540,7 +543,7 @@ class Limiter:
             for field, value in stream_fields.items():
                 args.append(field)
                 args.append(value)
-        await self._settle_script(keys=keys, args=args)
+        return self._send_settle(keys, args)
 
 
 def _rfc3339(when: float) -> bytes:

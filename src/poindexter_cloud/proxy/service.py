@@ -4,12 +4,16 @@ One ``Call`` per client request. Upstream attempts are retried with another key 
 nothing has reached the client; each attempt is metered once, keyed by request id and attempt number.
 The final attempt's usage event is written to Redis (in the same script that settles the rate-limit
 reservation) before the last byte of the response is sent, so a response the client saw complete is
-never lost, even if the process is killed right after.
+never lost, even if the process is killed right after. A whole answer leaves as soon as the kernel has
+every byte of that script call (`Sent.delivered`), without waiting for Redis's reply: bytes a process
+wrote to a socket are delivered even if it is killed. Should Redis then fail to answer, the settle, which
+is idempotent, is sent again until it does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -34,7 +38,7 @@ from poindexter_cloud.core.metrics import (
     cached,
 )
 from poindexter_cloud.core.observe import CLIENT_CLOSED  # the client went away before the response ended
-from poindexter_cloud.core.redis_scripts import ScriptClient
+from poindexter_cloud.core.redis_scripts import ScriptClient, Sent
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.proxy import translate
@@ -71,6 +75,7 @@ RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # redis-py (a failed attempt's usage event) raises its own.
 REDIS_FAILURES = (OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 REDIS_WARNING_INTERVAL_SECONDS = 10.0
+SETTLE_RETRIES = 600  # a settle that failed after the answer left is sent again each second, for 10 minutes
 
 
 class RequestHead(msgspec.Struct):
@@ -456,9 +461,14 @@ class Call:
                 log.warning("unreadable upstream answer", extra={"upstream": route.upstream.name})
         elif status >= 400 and (route.upstream.kind == "anthropic") != (self.family == "anthropic"):
             raise self.upstream_error(route, status, body, response.headers)  # said in the caller's format
-        await self.settle(route, usage, estimated=False, status=status)
+        sent = self.send_settle(route, usage, estimated=False, status=status)
+        if sent is not None and not await sent.delivered():
+            await self.settled_by(sent)  # Redis must have the usage event before the answer leaves
+            sent = None
         await self.start_response(status, response.headers.get("content-type", "application/json"), len(body))
         await self.send({"type": "http.response.body", "body": body})
+        if sent is not None:
+            await self.settle_after_answer(sent)
 
     def whole_usage(self, route: Route, body: bytes) -> TokenUsage:
         if route.upstream.kind == "anthropic":
@@ -652,8 +662,20 @@ class Call:
 
     async def settle(self, route: Route, usage: TokenUsage, *, estimated: bool, status: int) -> None:
         """Settle the reservation to the real usage and store the usage event: one Redis round trip."""
+        sent = self.send_settle(route, usage, estimated=estimated, status=status)
+        if sent is not None:
+            await self.settled_by(sent)
+
+    async def settled_by(self, sent: Sent) -> None:
+        try:
+            await sent
+        except REDIS_FAILURES as exc:  # unrecorded, so the answer is not sent: the client retries
+            raise limits_unavailable(exc) from None
+
+    def send_settle(self, route: Route, usage: TokenUsage, *, estimated: bool, status: int) -> Sent | None:
+        """The settle of `settle`, written to Redis now (None if the call is settled already)."""
         if self.settled or self.reservation is None:
-            return
+            return None
         self.settled = True
         record = self.usage_record(route, usage, estimated, status)
         for kind, count in (
@@ -671,16 +693,41 @@ class Call:
             + usage.cache_write_5m_tokens
             + usage.cache_write_1h_tokens
         )
-        try:
-            await self.rt.limiter.settle(
-                self.reservation,
-                tokens,
-                record.cost_microdollars,
-                stream=self.rt.usage_stream,
-                stream_fields={"e": encode(record)},
-            )
-        except REDIS_FAILURES as exc:  # unrecorded, so the answer is not sent: the client retries
-            raise limits_unavailable(exc) from None
+        self.usage_event = encode(record)
+        self.resend_settle = functools.partial(
+            self.rt.limiter.settle,
+            self.reservation,
+            tokens,
+            record.cost_microdollars,
+            stream=self.rt.usage_stream,
+            stream_fields={"e": self.usage_event},
+        )
+        return self.resend_settle()
+
+    resend_settle: Callable[[], Sent]
+    usage_event = b""
+
+    async def settle_after_answer(self, sent: Sent) -> None:
+        """Redis's answer to a settle written before the client's answer left. If Redis failed meanwhile,
+        the settle may or may not have run; settling is idempotent, so it is sent again every second until
+        Redis answers. The request does not fail: its client has the answer."""
+        failures = 0
+        while True:
+            try:
+                await sent
+                return
+            except REDIS_FAILURES as exc:
+                failures += 1
+                if failures > SETTLE_RETRIES:
+                    log.error(
+                        "usage event lost: Redis never answered its settle",
+                        extra={"usage_event": self.usage_event.decode()},
+                    )
+                    return
+                if failures == 1:
+                    log.warning("settle after the answer failed, retrying: %s: %s", type(exc).__name__, exc)
+            await asyncio.sleep(1.0)
+            sent = self.resend_settle()
 
     # --- the models list (no upstream call) ------------------------------------------------------------
 
