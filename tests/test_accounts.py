@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
 from conftest import RunningServer, eventually, make_settings
-from poindexter_cloud.accounts.models import User
+from poindexter_cloud.accounts.models import RefreshToken, Session, User
 from poindexter_cloud.accounts.tokens import SigningKeys, issue_access_token
 from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.models import AuditEvent
@@ -125,6 +127,18 @@ async def test_unknown_email_and_wrong_password_fail_alike(web: httpx.AsyncClien
     assert unknown_time > wrong_time / 5 and wrong_time > unknown_time / 5
 
 
+async def rotated_a_minute_ago(resources: Resources, user_id: str) -> None:
+    """Move the user's refresh-token rotations a minute back, past the grace for concurrent refreshes."""
+    logins = select(Session.id).where(Session.user_id == uuid.UUID(user_id))
+    async with resources.db.sessions() as session:
+        await session.execute(
+            update(RefreshToken)
+            .where(RefreshToken.used_at.is_not(None), RefreshToken.session_id.in_(logins))
+            .values(used_at=func.now() - timedelta(minutes=1))
+        )
+        await session.commit()
+
+
 async def test_refresh_rotates_and_reuse_revokes_the_whole_family(
     web: httpx.AsyncClient, resources: Resources
 ) -> None:
@@ -135,6 +149,7 @@ async def test_refresh_rotates_and_reuse_revokes_the_whole_family(
     assert rotated["refresh_token"] != tokens["refresh_token"]
     assert (await web.get("/v1/account/", headers=bearer(rotated))).status_code == 200
 
+    await rotated_a_minute_ago(resources, tokens["user_id"])  # the replay comes later than two tabs would
     reuse = await web.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]})
     assert reuse.status_code == 401
     assert reuse.json()["error"]["code"] == "invalid_token"
@@ -144,6 +159,23 @@ async def test_refresh_rotates_and_reuse_revokes_the_whole_family(
     ).status_code == 401
     assert (await web.get("/v1/account/", headers=bearer(rotated))).status_code == 401
     assert "auth.refresh_reuse" in await audit_actions(resources, tokens["user_id"])
+
+
+async def test_two_tabs_refreshing_at_once_both_stay_logged_in(
+    web: httpx.AsyncClient, resources: Resources
+) -> None:
+    tokens = await register(web)
+    both = await asyncio.gather(
+        *(web.post("/v1/auth/refresh", json={"refresh_token": tokens["refresh_token"]}) for _ in range(2))
+    )
+    assert [r.status_code for r in both] == [200, 200]
+    first, second = (r.json() for r in both)
+    assert first["refresh_token"] != second["refresh_token"]
+    for pair in (first, second):  # each tab's new tokens work, and go on rotating
+        assert (await web.get("/v1/account/", headers=bearer(pair))).status_code == 200
+        again = await web.post("/v1/auth/refresh", json={"refresh_token": pair["refresh_token"]})
+        assert again.status_code == 200
+    assert "auth.refresh_reuse" not in await audit_actions(resources, tokens["user_id"])
 
 
 async def test_logout_ends_the_session_at_once(web: httpx.AsyncClient, resources: Resources) -> None:

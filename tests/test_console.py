@@ -21,8 +21,10 @@ import httpx
 import pytest
 import telnyx
 from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from sqlalchemy import select
 
 from conftest import LateApp, RunningServer, eventually
+from poindexter_cloud.accounts.models import User
 from poindexter_cloud.accounts.service import Accounts, Client
 from poindexter_cloud.billing import catalog
 from poindexter_cloud.billing import service as billing
@@ -31,7 +33,7 @@ from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Role, Settings
 from poindexter_cloud.identity import service as identities
-from test_accounts import PASSWORD, link_in_mail, new_email
+from test_accounts import PASSWORD, link_in_mail, new_email, rotated_a_minute_ago
 from test_billing import FAILING_CARD, GOOD_CARD
 from test_provisioning import TELNYX_KEY, point_profile_at
 
@@ -525,7 +527,10 @@ async def test_the_session_is_the_apis_refreshed_once_and_ended_by_reuse_or_logo
     assert await cookie("pdx_access") and renewed not in (None, first_refresh)  # rotated
 
     await context.clear_cookies(name="pdx_access")
-    await put_back("pdx_refresh", first_refresh)  # a used refresh token: the whole session ends
+    async with console.resources.db.sessions() as session:
+        user_id = (await session.execute(select(User.id).where(User.email == email))).scalar_one()
+    await rotated_a_minute_ago(console.resources, str(user_id))
+    await put_back("pdx_refresh", first_refresh)  # a used refresh token, replayed: the whole session ends
     await page.goto("/console/keys")
     await expect(page).to_have_url(re.compile(r"/login\?next=%2Fconsole%2Fkeys$"))
     assert renewed

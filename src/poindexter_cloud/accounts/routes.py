@@ -108,7 +108,8 @@ class AuthController(Controller):
     async def refresh(
         self, data: RefreshRequest, uow: UnitOfWork, accounts: Accounts, client: Client
     ) -> TokenResponse:
-        """Rotate a refresh token for a new pair. Reusing a rotated one ends the whole session."""
+        """Rotate a refresh token for a new pair. Reusing a rotated one ends the whole session, unless it
+        comes within 30 s of the rotation (two tabs refreshing at once): it then gets a pair of its own."""
         try:
             pair = await accounts.refresh(uow.session, data.refresh_token, client)
         except InvalidToken:

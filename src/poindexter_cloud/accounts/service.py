@@ -43,6 +43,8 @@ _EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])
 VERIFY_EMAIL, RESET_PASSWORD = "verify_email", "reset_password"
 LINK_LIFETIMES = {VERIFY_EMAIL: timedelta(days=2), RESET_PASSWORD: timedelta(hours=1)}
 LINK_PATHS = {VERIFY_EMAIL: "/console/verify-email", RESET_PASSWORD: "/console/reset-password"}
+# A rotated refresh token presented again within this time is a concurrent refresh, not a replay
+REFRESH_REUSE_GRACE = timedelta(seconds=30)
 
 
 def now() -> datetime:
@@ -159,7 +161,11 @@ class Accounts:
     # --- refresh and logout ---------------------------------------------------------------------
 
     async def refresh(self, session: AsyncSession, refresh_token: str, client: Client) -> TokenPair:
-        """Rotate a refresh token. Presenting one that was already rotated revokes its whole family.
+        """Rotate a refresh token. Presenting one that was already rotated revokes its whole family, unless
+        it was rotated less than `REFRESH_REUSE_GRACE` ago: two tabs, or two requests of one page, whose
+        access token expired together refresh with the same token at once, and the second must not log the
+        user out. It gets a pair of its own in the same session (what Auth0 calls a reuse interval: a thief
+        replaying within those seconds goes unnoticed, one replaying later ends the session).
 
         On reuse this records the revocation and raises; the caller commits before answering so the
         revocation sticks although the request fails.
@@ -178,7 +184,7 @@ class Accounts:
         token, login, user = row
         if login.revoked_at is not None:
             raise InvalidToken("This session has ended; log in again.")
-        if token.used_at is not None:
+        if token.used_at is not None and now() - token.used_at > REFRESH_REUSE_GRACE:
             login.revoked_at, login.revoked_reason = now(), "refresh_token_reuse"
             audit.record(
                 session, "auth.refresh_reuse", subject=user.id, ip=client.ip, session_id=str(login.id)
@@ -188,8 +194,9 @@ class Accounts:
             raise InvalidToken("The refresh token has expired; log in again.")
         if user.status != "active":
             raise AccountSuspended("This account is suspended.")
-        token.used_at = now()
-        login.last_refreshed_at = token.used_at
+        if token.used_at is None:
+            token.used_at = now()
+        login.last_refreshed_at = now()
         return await self._issue(session, user.id, login.id)
 
     async def logout(
