@@ -3,8 +3,9 @@
 Logging in gives the same token pair as ``POST /v1/auth/login``; the access token (a JWT) and the refresh
 token live in HttpOnly, SameSite=Lax cookies, Secure and ``__Host-`` prefixed in production. A request whose
 access token has expired is renewed with the accounts service's refresh (single-use and rotated; presenting
-a used one ends the session, unless within 30 s of its rotation: two tabs renewing at once), in a transaction of its own, committed at once so a detected reuse sticks.
-The JSON API never reads these cookies, so they give it no ambient authority to forge requests against.
+a used one ends the session, unless within 30 s of its rotation: two tabs renewing at once), in a
+transaction of its own, committed at once so a detected reuse sticks. The JSON API never reads these
+cookies, so they give it no ambient authority to forge requests against.
 """
 
 from __future__ import annotations
