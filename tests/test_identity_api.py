@@ -694,6 +694,53 @@ async def test_a_sent_sms_follows_its_delivery_reports_to_delivered(env: Env, de
     assert await delivered()
 
 
+async def test_a_send_retried_with_its_idempotency_key_goes_out_once(env: Env, dex: Dex) -> None:
+    start = (await dex.api.get("/v1/sms/messages")).json()["next_cursor"]
+
+    async def texts() -> list[str]:
+        page = (await dex.api.get("/v1/sms/messages", params={"after": start})).json()
+        return [m["text"] for m in page["messages"]]
+
+    once = {"Idempotency-Key": str(uuid.uuid4())}
+    body = {"to": OUTSIDER, "text": "Booked for 8, whatever Dex retries."}
+    first, again = [await dex.api.post("/v1/sms/send", json=body, headers=once) for _ in range(2)]
+    assert (first.status_code, again.status_code) == (201, 201), again.text
+    assert again.json() == first.json() and again.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    reused = await dex.api.post("/v1/sms/send", json={**body, "text": "Something else"}, headers=once)
+    error_of(reused, 422, "idempotency_key_reused")
+    error_of(
+        await dex.api.post("/v1/sms/send", json=body, headers={"Idempotency-Key": "has spaces"}),
+        400,
+        "invalid_idempotency_key",
+    )
+
+    # A send that failed keeps nothing: its retry with the same key goes out.
+    outage = {"path": "/v2/messages", "method": "POST", "status": 500, "count": 2}
+    assert (await env.sandbox.post("/telnyx/_control/faults", json=outage)).status_code == 200
+    retried = {"Idempotency-Key": str(uuid.uuid4())}
+    late = {"to": OUTSIDER, "text": "Sent on the second try."}
+    error_of(await dex.api.post("/v1/sms/send", json=late, headers=retried), 503, "provider_unavailable")
+    resent = await dex.api.post("/v1/sms/send", json=late, headers=retried)
+    assert resent.status_code == 201 and "idempotent-replayed" not in resent.headers
+
+    # Two at once with one key: one is sent, the other waits its turn (409) or gets the first's answer.
+    both = {"Idempotency-Key": str(uuid.uuid4())}
+    twin = {"to": OUTSIDER, "text": "Twins."}
+    twins = await asyncio.gather(*(dex.api.post("/v1/sms/send", json=twin, headers=both) for _ in range(2)))
+    assert sorted(r.status_code for r in twins) in ([201, 201], [201, 409])
+    assert await texts() == [body["text"], late["text"], "Twins."]
+    await counted(env, dex.user["id"], "sms_sent", 3)
+
+    mail = {"to": ["outside@example.org"], "subject": "Once", "text": "One email, two tries."}
+    error_of(await dex.api.post("/v1/email/send", json=mail, headers=once), 422, "idempotency_key_reused")
+    emailing = {"Idempotency-Key": str(uuid.uuid4())}
+    emailed = [await dex.api.post("/v1/email/send", json=mail, headers=emailing) for _ in range(2)]
+    assert [r.status_code for r in emailed] == [201, 201]
+    assert emailed[1].json() == emailed[0].json() and emailed[1].headers["idempotent-replayed"] == "true"
+    await counted(env, dex.user["id"], "email_sent", 1)
+
+
 async def test_each_key_has_its_own_per_operation_limit_with_retry_after(env: Env, dex: Dex) -> None:
     made = await env.w.b.web.post("/v1/api-keys/", json={"name": "burst"}, headers=bearer(dex.user))
     async with httpx.AsyncClient(base_url=env.web_url, headers={"x-api-key": made.json()["key"]}) as api:
@@ -1099,10 +1146,11 @@ async def test_the_typed_client_speaks_every_part_and_hands_out_ai_clients_on_th
         assert [e.id for e in listed.events] == [event.id]
         await client.delete_event(event.id, send_updates="none")
 
-        sms = await client.send_sms(OUTSIDER, "from the client")
-        assert (await client.sms_messages(after=sms.cursor - 1, direction="outbound")).messages[
-            0
-        ].text == "from the client"
+        once = str(uuid.uuid4())
+        sms = await client.send_sms(OUTSIDER, "from the client", idempotency_key=once)
+        assert await client.send_sms(OUTSIDER, "from the client", idempotency_key=once) == sms  # a retry
+        outbound = (await client.sms_messages(after=sms.cursor - 1, direction="outbound")).messages
+        assert [m.text for m in outbound] == ["from the client"]
         frank = await outside_user(env, "Frank")
         start = (await client.signal_messages(limit=200, receive=False)).next_cursor
         await client.send_signal(recipients=[frank], message="hi Frank", attachments=[upload("c.txt", b"C")])

@@ -148,8 +148,11 @@ class DexClient:
         *,
         params: dict[str, Any] | None = None,
         body: msgspec.Struct | None = None,
+        idempotency_key: str | None = None,
     ) -> T:
         headers = {"Authorization": f"Bearer {self.api_key}", "Accept": "application/json"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
         content = None
         if body is not None:
             content = msgspec.json.encode(body)
@@ -204,7 +207,9 @@ class DexClient:
         reply_to_message_id: str | None = None,
         from_name: str | None = None,
         attachments: Sequence[AttachmentUpload] = (),
+        idempotency_key: str | None = None,
     ) -> EmailSent:
+        """Send an email; retrying with the same ``idempotency_key`` (one per email) never sends it twice."""
         request = EmailSend(
             to=list(to),
             cc=list(cc),
@@ -216,7 +221,9 @@ class DexClient:
             from_name=from_name,
             attachments=list(attachments),
         )
-        return await self._call("POST", "/v1/email/send", EmailSent, body=request)
+        return await self._call(
+            "POST", "/v1/email/send", EmailSent, body=request, idempotency_key=idempotency_key
+        )
 
     async def inbox(
         self,
@@ -313,9 +320,13 @@ class DexClient:
         group_id: str | None = None,
         message: str | None = None,
         attachments: Sequence[AttachmentUpload] = (),
+        idempotency_key: str | None = None,
     ) -> SignalSent:
+        """Send a Signal message; retrying with the same ``idempotency_key`` never sends it twice."""
         request = SignalSend(list(recipients), group_id, message, list(attachments))
-        return await self._call("POST", "/v1/signal/send", SignalSent, body=request)
+        return await self._call(
+            "POST", "/v1/signal/send", SignalSent, body=request, idempotency_key=idempotency_key
+        )
 
     async def signal_messages(
         self, *, after: int = 0, limit: int = 50, kind: str = "message", receive: bool = True
@@ -333,8 +344,17 @@ class DexClient:
 
     # --- SMS ---------------------------------------------------------------------------------------------
 
-    async def send_sms(self, to: str, text: str | None = None, media_urls: Sequence[str] = ()) -> Sms:
-        return await self._call("POST", "/v1/sms/send", Sms, body=SmsSend(to, text, list(media_urls)))
+    async def send_sms(
+        self,
+        to: str,
+        text: str | None = None,
+        media_urls: Sequence[str] = (),
+        *,
+        idempotency_key: str | None = None,
+    ) -> Sms:
+        """Send an SMS; retrying with the same ``idempotency_key`` never sends it twice."""
+        request = SmsSend(to, text, list(media_urls))
+        return await self._call("POST", "/v1/sms/send", Sms, body=request, idempotency_key=idempotency_key)
 
     async def sms_messages(
         self, *, after: int = 0, limit: int = 50, direction: Literal["inbound", "outbound", "all"] = "all"

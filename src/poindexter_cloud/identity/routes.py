@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
-from litestar import Controller, delete, get, post, put
+import msgspec
+from litestar import Controller, Response, delete, get, post, put
 from litestar.di import Provide
 from litestar.params import Parameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
@@ -20,6 +21,7 @@ from litestar.status_codes import HTTP_201_CREATED
 from poindexter_cloud.accounts.auth import Principal, authenticate
 from poindexter_cloud.billing import service as billing
 from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.idempotency import REPLAYED_HEADER, IdempotencyKeys
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.identity import access, calendar_events, mail, signal_messaging, sms
 from poindexter_cloud.identity.limits import Limiter, Operation
@@ -73,6 +75,34 @@ def provide_gate(resources: Resources, principal: Principal, limiter: Limiter) -
 
 AUTH = {"principal": Provide(authenticate), "gate": Provide(provide_gate, sync_to_thread=False)}
 
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        required=False,
+        description="one per logical send (a UUID, say): a retry with it is not sent again",
+    ),
+]
+T = TypeVar("T", bound=msgspec.Struct)
+
+
+async def sent_once(
+    resources: Resources,
+    caller: access.Caller,
+    key: str | None,
+    route: str,
+    data: msgspec.Struct,
+    perform: Callable[[], Awaitable[T]],
+    answer_type: type[T],
+) -> Response[T]:
+    """A send's 201, performed once per Idempotency-Key (a repeat gets the first answer again)."""
+    answer, replayed = await IdempotencyKeys(resources.redis).once(
+        caller.identity.user_id, key, route, data, answer_type, perform
+    )
+    return Response(
+        answer, status_code=HTTP_201_CREATED, headers={REPLAYED_HEADER: "true"} if replayed else None
+    )
+
 
 # --- the identity -------------------------------------------------------------------------------------------
 
@@ -121,11 +151,14 @@ class EmailController(Controller):
         gate: Gate,
         resources: Resources,
         providers: ProviderClients,
-    ) -> EmailSent:
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[EmailSent]:
         """Send an email from the identity's mailbox (to/cc/bcc, subject, text and/or HTML, attachments,
         optionally as a reply in a message's thread)."""
         caller = await gate("email", "email_send")
-        return await mail.send(await providers.google(), resources, caller, data)
+        google = await providers.google()
+        perform = functools.partial(mail.send, google, resources, caller, data)
+        return await sent_once(resources, caller, idempotency_key, "email", data, perform, EmailSent)
 
     @get("/inbox")
     async def inbox(
@@ -292,10 +325,12 @@ class SignalController(Controller):
         gate: Gate,
         resources: Resources,
         providers: ProviderClients,
-    ) -> SignalSent:
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SignalSent]:
         """Send a Signal message (text and/or attachments) to Signal numbers or one group."""
         caller = await gate("signal", "signal_send")
-        return await signal_messaging.send(providers.signal(), resources, caller, data)
+        perform = functools.partial(signal_messaging.send, providers.signal(), resources, caller, data)
+        return await sent_once(resources, caller, idempotency_key, "signal", data, perform, SignalSent)
 
     @get("/messages")
     async def messages(
@@ -352,10 +387,12 @@ class SmsController(Controller):
         uow: UnitOfWork,
         resources: Resources,
         providers: ProviderClients,
-    ) -> Sms:
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[Sms]:
         """Send an SMS (or, with ``media_urls``, an MMS) from the identity's number."""
         caller = await gate("phone", "sms_send")
-        return await sms.send(providers.telnyx(), uow, resources, caller, data)
+        perform = functools.partial(sms.send, providers.telnyx(), uow, resources, caller, data)
+        return await sent_once(resources, caller, idempotency_key, "sms", data, perform, Sms)
 
     @get("/messages")
     async def messages(
