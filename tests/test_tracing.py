@@ -91,11 +91,15 @@ async def test_a_proxied_requests_span_and_usage_row_share_its_request_id(
         model=MODEL, max_tokens=10, messages=[{"role": "user", "content": "trace me"}]
     )
     request_id = raw.headers["request-id"]
-    [server] = [
-        span
-        for span in finished(spans, "POST /v1/messages")
-        if span.attributes is not None and span.attributes["request_id"] == request_id
-    ]
+
+    async def server_span() -> list[ReadableSpan]:  # it ends once Redis has answered the usage event
+        return [
+            span
+            for span in finished(spans, "POST /v1/messages")
+            if span.attributes is not None and span.attributes["request_id"] == request_id
+        ]
+
+    [server] = await eventually(server_span, within=10)
     assert server.attributes is not None and server.attributes["http.response.status_code"] == 200
 
     async def stored() -> list[UsageEvent]:
