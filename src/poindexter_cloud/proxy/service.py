@@ -486,21 +486,15 @@ class Call:
     ) -> None:
         """Relay events as they arrive; meter from the stream itself; stop the upstream if the client goes."""
         await self.start_response(200, "text/event-stream; charset=utf-8")
-        relay = asyncio.create_task(self.pump(route, response, translated, head, estimate))
-        watcher = asyncio.create_task(self.wait_for_disconnect())
+        client_left = False
         try:
-            done, _ = await asyncio.wait({relay, watcher}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            watcher.cancel()
-            if not relay.done():  # the client left: stop reading, close the upstream connection at once
-                relay.cancel()
-                response.close()
-            await asyncio.gather(relay, watcher, return_exceptions=True)
-            self.upstream_seconds += time.perf_counter() - sent_at
-        if relay in done:
-            failure = relay.exception()
-            if failure is None:
-                return
+            with ClientWatch(self.scope):
+                await self.pump(route, response, translated, head, estimate)
+            return
+        except ClientLeft:
+            client_left = True
+            response.close()  # stop reading: the upstream connection closes at once
+        except Exception as failure:
             log.warning(
                 "stream relay failed: %s: %s",
                 type(failure).__name__,
@@ -508,20 +502,17 @@ class Call:
                 extra={"upstream": route.upstream.name},
                 exc_info=not isinstance(failure, ConnectionError | TimeoutError),
             )
+        finally:
+            self.upstream_seconds += time.perf_counter() - sent_at
         tally = self.tally
         if tally is not None and not self.settled:
             usage, _ = tally.usage()
-            client_left = relay not in done
             if not tally.input_known and (client_left or usage.output_tokens):
                 # the upstream had the request (or was answering it) but never said its input: our estimate
                 usage = msgspec.structs.replace(usage, input_tokens=estimate.input_tokens)
             await self.settle(route, usage, estimated=True, status=CLIENT_CLOSED if client_left else 502)
 
     tally: AnthropicTally | OpenAITally | None = None
-
-    async def wait_for_disconnect(self) -> None:
-        while (await self.receive())["type"] != "http.disconnect":
-            pass
 
     async def pump(
         self,
