@@ -317,6 +317,38 @@ async def test_an_email_sent_arrives_in_the_recipients_mailbox_as_a_proper_mime_
     await counted(env, dex.user["id"], "email_sent", 1)
 
 
+async def test_an_email_with_a_nine_megabyte_attachment_arrives_whole(env: Env, dex: Dex) -> None:
+    # Sent as a media upload, as Gmail takes messages up to 35 MB (its attachments up to 25 MB).
+    settings = dataclasses.replace(env.w.b.settings, identity_max_attachment_bytes=12 * 1024 * 1024)
+    resources = await Resources.open(settings)
+    friend, tag = await env.new_mailbox(), uuid.uuid4().hex[:8]
+    scan = bytes(range(256)) * (9 * 1024 * 1024 // 256)  # 9 MiB
+    encoded = base64.b64encode(scan).decode()
+    try:
+        async with (
+            RunningServer(create_app(Role.WEB, settings, resources)) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=60, headers=dex.api.headers) as api,
+        ):
+            sent = await api.post(
+                "/v1/email/send",
+                json={
+                    "to": [friend],
+                    "subject": f"Scans {tag}",
+                    "text": "The scan, at full size.",
+                    "attachments": [{"filename": "scan.bin", "content_base64": encoded}],
+                },
+            )
+    finally:
+        await resources.close()
+    assert sent.status_code == 201, sent.text
+    gmail = env.gmail(friend)
+    [item] = (await run(gmail.users().messages().list(userId="me", q=f"subject:{tag}")))["messages"]
+    raw = await run(gmail.users().messages().get(userId="me", id=item["id"], format="raw"))
+    message = mime(base64.urlsafe_b64decode(raw["raw"] + "=" * (-len(raw["raw"]) % 4)))
+    [attachment] = message.iter_attachments()
+    assert attachment.get_filename() == "scan.bin" and attachment.get_content() == scan
+
+
 async def inject(env: Env, to: str, **mail: Any) -> dict[str, Any]:
     delivered = await env.sandbox.post("/google/_control/inbound", json={"to": to, **mail})
     assert delivered.status_code == 200, delivered.text

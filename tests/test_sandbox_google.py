@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 import google_auth_httplib2
 import httplib2
@@ -27,6 +28,7 @@ from google.auth.exceptions import RefreshError
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
+from googleapiclient.http import MediaInMemoryUpload
 
 from conftest import RunningServer
 
@@ -359,6 +361,36 @@ async def test_gmail_thread_replies(google: Workspace) -> None:
     thread = await call(mailbox.list(userId="me", q="lunch"))
     assert {m["threadId"] for m in thread["messages"]} == {sent["threadId"]}
     assert len(thread["messages"]) == 2
+
+
+async def test_gmail_send_as_an_upload_alone_or_with_its_thread(google: Workspace) -> None:
+    await google.add_user(DEX_A)
+    await google.add_user(DEX_B)
+    first = EmailMessage()
+    first["To"], first["Subject"] = DEX_B, "Plans"
+    first.set_content("The plans, in full." + " x" * 3_000_000)  # 6 MB
+
+    def on_sandbox(request: Any) -> Any:
+        # The SDK keeps Google's https and root for uploads whatever api_endpoint says.
+        parts = urlsplit(request.uri)
+        request.uri = f"{google.url}/google{parts.path}?{parts.query}"
+        return request
+
+    sender = google.gmail(DEX_A).users().messages()
+    media = MediaInMemoryUpload(first.as_bytes(), mimetype="message/rfc822")
+    sent = await call(on_sandbox(sender.send(userId="me", media_body=media)))  # uploadType=media
+    received = (await call(google.gmail(DEX_B).users().messages().list(userId="me")))["messages"]
+    assert len(received) == 1  # in a thread of the recipient's own
+    full = await call(google.gmail(DEX_B).users().messages().get(userId="me", id=received[0]["id"]))
+    assert full["sizeEstimate"] > 6_000_000 and headers_of(full["payload"])["Subject"] == "Plans"
+
+    more = EmailMessage()
+    more["To"], more["Subject"] = DEX_B, "Re: Plans"
+    more.set_content("And the rest.")
+    media = MediaInMemoryUpload(more.as_bytes(), mimetype="message/rfc822")
+    body = {"threadId": sent["threadId"]}  # uploadType=multipart: this metadata, then the message
+    followed = await call(on_sandbox(sender.send(userId="me", body=body, media_body=media)))
+    assert followed["threadId"] == sent["threadId"] and followed["id"] != sent["id"]
 
 
 async def test_gmail_inbound_mail_search_and_paging(google: Workspace) -> None:

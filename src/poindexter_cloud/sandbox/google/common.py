@@ -12,7 +12,11 @@ from .errors import GoogleError, invalid
 
 
 async def json_body(request: Request[Any, Any, Any], *, required: bool = True) -> dict[str, Any]:
-    raw = await request.body()
+    return json_object(await request.body(), required=required)
+
+
+def json_object(raw: bytes, *, required: bool = True) -> dict[str, Any]:
+    """A request's JSON object (a body, or an upload's metadata part), refused as Google refuses it."""
     if not raw.strip():
         if required:
             raise invalid("Invalid JSON payload received. The request body is empty.", reason="parseError")

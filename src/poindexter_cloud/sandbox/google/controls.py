@@ -178,7 +178,7 @@ async def clear_faults() -> None:
 
 
 def _api_of(path: str) -> str | None:
-    below = path.removeprefix("/google")
+    below = path.removeprefix("/google").removeprefix("/upload")  # an upload is a call of its API
     return next((api for api, prefix in APIS.items() if below.startswith(prefix)), None)
 
 

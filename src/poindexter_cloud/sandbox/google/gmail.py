@@ -2,7 +2,10 @@
 address (another user's is 403 "Delegation denied"; a token without a delegated user is 400 "Precondition
 check failed.", as Gmail answers a service account acting as itself).
 
-Sending delivers at once: every To/Cc/Bcc address of the sandbox domain that has a mailbox gets a copy in
+``messages.send`` takes the message base64url in JSON (``raw``), or as a media upload on
+``/upload/gmail/v1/users/{userId}/messages/send`` (``uploadType=media``: the message alone, ``multipart``:
+``multipart/related`` with the JSON metadata first; ``message/*`` only, up to 35 MB). Sending delivers at
+once: every To/Cc/Bcc address of the sandbox domain that has a mailbox gets a copy in
 its INBOX (without the Bcc header); an address of the domain without one gets the sender a bounce; other
 addresses are recorded in the outbound log (``GET /google/_control/outbound``). The sender keeps a SENT
 copy. As Gmail does, a From that is not the user's own address (or alias) is rewritten to it, and missing
@@ -33,12 +36,13 @@ from .auth import (
     GMAIL_SEND,
     authorize,
 )
-from .common import json_body, query, query_all, query_bool, query_int
+from .common import json_body, json_object, query, query_all, query_bool, query_int
 from .errors import GoogleError, answer, invalid
 from .search import Candidate, compile_query
 from .store import STATE, Grant, Mailbox, Message, User, b64url, b64url_decode, now
 
 SERVICE: Final = "gmail.googleapis.com"
+UPLOAD_MAX_BYTES: Final = 36_700_160  # users.messages.send's mediaUpload maxSize (35 MB)
 BASE: Final = "/gmail/v1/users/{user_id:str}"
 _PREFIX: Final = "caribou.api.proto.MailboxService."
 SYSTEM_LABELS: Final = (
@@ -267,7 +271,67 @@ async def send_message(request: Request[Any, Any, Any], user_id: str) -> Respons
     """``users.messages.send``: ``{"raw": base64url RFC 822, "threadId"?: ...}``."""
     _, user, box = _call(request, user_id, GMAIL_SEND, "SendMessage")
     body = await json_body(request)
-    raw = _decode_raw(body.get("raw"))
+    return _send(user, box, _decode_raw(body.get("raw")), body.get("threadId"))
+
+
+@post(
+    "/upload" + BASE + "/messages/send",
+    status_code=200,
+    include_in_schema=False,
+    request_max_body_size=UPLOAD_MAX_BYTES + 64 * 1024,  # the metadata and the multipart framing
+)
+async def upload_and_send(request: Request[Any, Any, Any], user_id: str) -> Response[bytes]:
+    """``users.messages.send`` on the upload URL: the message as media, ``uploadType=media`` (the body is
+    the RFC 822 message) or ``multipart`` (``multipart/related``: the JSON metadata, then the message)."""
+    _, user, box = _call(request, user_id, GMAIL_SEND, "SendMessage")
+    kind = query(request, "uploadType")
+    content = await request.body()
+    metadata: dict[str, Any] = {}
+    if kind == "media":
+        media_type, media = request.headers.get("content-type", ""), content
+    elif kind == "multipart":
+        metadata, media_type, media = _related_parts(request.headers.get("content-type", ""), content)
+    else:
+        raise invalid(f"Invalid upload type: {kind}" if kind else "Upload type required", reason="invalid")
+    if not media_type.split(";")[0].strip().lower().startswith("message/"):
+        raise invalid(
+            f"Media type '{media_type}' is not supported. Valid media types: [message/*]",
+            reason="badContent",
+        )
+    if len(media) > UPLOAD_MAX_BYTES:
+        raise GoogleError(413, "Request Too Large", reason="uploadTooLarge")
+    if not media.strip():
+        raise invalid("Recipient address required", reason="invalidArgument")
+    return _send(user, box, mime.normalize(media), metadata.get("threadId"))
+
+
+def _related_parts(content_type: str, content: bytes) -> tuple[dict[str, Any], str, bytes]:
+    """A ``multipart/related`` upload's metadata (JSON), and its media part's type and bytes."""
+    boundary = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not content_type.lower().startswith("multipart/related") or boundary is None:
+        raise invalid("Bad multipart upload: expected multipart/related with a boundary", reason="badContent")
+    delimiter = b"--" + boundary.group(1).encode()
+    sections = content.split(delimiter)[1:]  # before the first delimiter: the preamble
+    parts: list[tuple[str, bytes]] = []
+    for section in sections:
+        if section.startswith(b"--"):  # the closing delimiter
+            break
+        head, separator, payload = section.lstrip(b"\r\n").partition(b"\n\n")
+        if not separator:
+            head, separator, payload = section.lstrip(b"\r\n").partition(b"\r\n\r\n")
+        if payload.endswith(b"\r\n"):
+            payload = payload[:-2]
+        elif payload.endswith(b"\n"):
+            payload = payload[:-1]
+        found = re.search(rb"(?im)^content-type:\s*([^\r\n]+)", head)
+        parts.append((found.group(1).decode("latin-1").strip() if found else "", payload))
+    if len(parts) != 2:
+        raise invalid("Bad multipart upload: expected the metadata and the media", reason="badContent")
+    return json_object(parts[0][1], required=False), parts[1][0], parts[1][1]
+
+
+def _send(user: User, box: Mailbox, raw: bytes, explicit: Any) -> Response[bytes]:
+    """Deliver ``raw`` from the user (a copy in SENT, the recipients' INBOXes or the outbound log)."""
     email = mime.parse(raw)
     recipients = mime.addresses(email, "To", "Cc", "Bcc")
     if not recipients:
@@ -284,7 +348,6 @@ async def send_message(request: Request[Any, Any, Any], user_id: str) -> Respons
     if replace:
         raw = mime.edit_headers(raw, replace=replace)
         email = mime.parse(raw)
-    explicit = body.get("threadId")
     thread = find_thread(box, email, str(explicit) if explicit else None)
     addresses = list(dict.fromkeys(address for _, address in recipients))
     to_self = bool(own & set(addresses))
@@ -454,6 +517,7 @@ async def list_labels(request: Request[Any, Any, Any], user_id: str) -> Response
 
 HANDLERS: Final = [
     send_message,
+    upload_and_send,
     list_messages,
     get_message,
     delete_message,
