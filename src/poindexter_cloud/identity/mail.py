@@ -382,7 +382,6 @@ async def inbox(
 
     found = [m for m in await asyncio.gather(*(fetch(i) for i in page.ids)) if m is not None]
     await count_received(uow, resources, caller, found)
-    await uow.commit()
     return InboxPage([summary(m) for m in found], page.next_page_token, page.size_estimate)
 
 
@@ -393,7 +392,6 @@ async def read(
     await caller.admit()
     message = await _message(google, caller, checked)
     await count_received(uow, resources, caller, [message])
-    await uow.commit()
     return message_view(message)
 
 

@@ -83,7 +83,15 @@ IdempotencyKey = Annotated[
         description="one per logical send (a UUID, say): a retry with it is not sent again",
     ),
 ]
-T = TypeVar("T", bound=msgspec.Struct)
+T = TypeVar("T")
+S = TypeVar("S", bound=msgspec.Struct)
+
+
+async def committed(uow: UnitOfWork, work: Awaitable[T]) -> T:
+    """``work``'s answer, once the request's transaction has committed (the part modules never commit)."""
+    answer = await work
+    await uow.commit()
+    return answer
 
 
 async def sent_once(
@@ -92,9 +100,9 @@ async def sent_once(
     key: str | None,
     route: str,
     data: msgspec.Struct,
-    perform: Callable[[], Awaitable[T]],
-    answer_type: type[T],
-) -> Response[T]:
+    perform: Callable[[], Awaitable[S]],
+    answer_type: type[S],
+) -> Response[S]:
     """A send's 201, performed once per Idempotency-Key (a repeat gets the first answer again)."""
     answer, replayed = await IdempotencyKeys(resources.redis).once(
         caller.identity.user_id, key, route, data, answer_type, perform
@@ -191,16 +199,11 @@ class EmailController(Controller):
             after=after,
             before=before,
         )
-        return await mail.inbox(
-            await providers.google(),
-            uow,
-            resources,
-            caller,
-            folder=folder,
-            query=query,
-            page_token=page_token,
-            limit=limit,
+        google = await providers.google()
+        page = mail.inbox(
+            google, uow, resources, caller, folder=folder, query=query, page_token=page_token, limit=limit
         )
+        return await committed(uow, page)
 
     @get("/messages/{message_id:str}")
     async def message(
@@ -213,7 +216,7 @@ class EmailController(Controller):
     ) -> EmailMessage:
         """One message: its headers, text and HTML bodies, and its attachments' names, types and sizes."""
         caller = await gate("email", "email_read")
-        return await mail.read(await providers.google(), uow, resources, caller, message_id)
+        return await committed(uow, mail.read(await providers.google(), uow, resources, caller, message_id))
 
     @get("/messages/{message_id:str}/attachments/{attachment_id:str}")
     async def attachment(
@@ -347,9 +350,10 @@ class SignalController(Controller):
         """What the account received past the cursor ``after``, oldest first; nothing is lost between polls
         (each message is stored as it arrives, by this poll or the keep-alive)."""
         caller = await gate("signal", "signal_read")
-        return await signal_messaging.messages(
+        page = signal_messaging.messages(
             uow, resources, providers.signal(), caller, after=after, limit=limit, kind=kind, receive=receive
         )
+        return await committed(uow, page)
 
     @get("/contacts")
     async def contacts(self, gate: Gate, providers: ProviderClients) -> SignalContacts:
@@ -391,7 +395,11 @@ class SmsController(Controller):
     ) -> Response[Sms]:
         """Send an SMS (or, with ``media_urls``, an MMS) from the identity's number."""
         caller = await gate("phone", "sms_send")
-        perform = functools.partial(sms.send, providers.telnyx(), uow, resources, caller, data)
+        telnyx = providers.telnyx()
+
+        def perform() -> Awaitable[Sms]:
+            return committed(uow, sms.send(telnyx, uow, resources, caller, data))
+
         return await sent_once(resources, caller, idempotency_key, "sms", data, perform, Sms)
 
     @get("/messages")
@@ -405,7 +413,7 @@ class SmsController(Controller):
     ) -> SmsPage:
         """The SMS the number received and sent past the cursor ``after``, oldest first."""
         caller = await gate("phone", "sms_read")
-        return await sms.messages(uow, caller, after=after, limit=limit, direction=direction)
+        return await committed(uow, sms.messages(uow, caller, after=after, limit=limit, direction=direction))
 
 
 ROUTES = [IdentityController, EmailController, CalendarController, SignalController, SmsController]

@@ -177,7 +177,6 @@ async def messages(
         await service.get(uow.session, caller.identity.user_id, for_update=True)
     kinds = None if kind == "all" else [kind]
     rows = await service.signal_messages_after(uow.session, caller.identity.id, after, limit + 1, kinds)
-    await uow.commit()
     shown = [message_view(row) for row in rows[:limit]]
     return SignalMessagesPage(shown, shown[-1].id if shown else after, len(rows) > limit)
 

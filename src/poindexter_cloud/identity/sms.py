@@ -116,7 +116,6 @@ async def send(
         row.created_at.timestamp(),
     )
     uow.after_commit(functools.partial(usage.push, resources, [record]))
-    await uow.commit()
     return view(row)
 
 
@@ -124,6 +123,5 @@ async def messages(uow: UnitOfWork, caller: Caller, *, after: int, limit: int, d
     await caller.admit()
     await service.get(uow.session, caller.identity.user_id, for_update=True)
     rows = await service.sms_after(uow.session, caller.identity.id, after, limit + 1, direction)
-    await uow.commit()
     shown = [view(row) for row in rows[:limit]]
     return SmsPage(shown, shown[-1].cursor if shown else after, len(rows) > limit)
