@@ -8,6 +8,7 @@ import io
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,11 +17,14 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from conftest import RunningServer, eventually
 from poindexter_cloud.billing.models import UsageEvent
 from poindexter_cloud.core import observe
+from poindexter_cloud.core.logs import request_id_var
+from poindexter_cloud.core.models import JobHistory
+from poindexter_cloud.core.queue import enqueue_stranded
 from poindexter_cloud.core.resources import Resources
 from test_accounts import new_email, register
 from test_proxy import MODEL, claude, subscriber
@@ -77,6 +81,38 @@ async def test_a_deferred_job_joins_the_trace_and_the_request_id_of_its_request(
     mailed = [line for line in lines if line.get("logger") == "poindexter_cloud.core.mailer"]
     reset = [line for line in mailed if line["msg"] == "mail sent" and "Reset" in line["subject"]]
     assert [line["request_id"] for line in reset] == ["reset-trace-1"]
+
+
+async def test_a_job_the_outbox_sweep_enqueues_still_joins_its_requests_trace(
+    resources: Resources, worker: Any, spans: InMemorySpanExporter
+) -> None:
+    asked = request_id_var.set("stranded-trace-1")
+    try:
+        with trace.get_tracer(__name__).start_as_current_span("the asking request") as request:
+            # A unit of work with no queue: the process died between the commit and the enqueue.
+            async with resources.db.unit_of_work(queue=None) as uow:
+                job_id = await uow.defer_job("send_account_email", email_token_id=str(uuid.uuid4()))
+                await uow.commit()
+    finally:
+        request_id_var.reset(asked)
+    async with resources.db.sessions() as session:
+        await session.execute(
+            update(JobHistory)
+            .where(JobHistory.id == job_id)
+            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+        assert await enqueue_stranded(session, resources.queue) >= 1
+        await session.commit()
+
+    async def job_span() -> list[ReadableSpan]:
+        return [
+            span
+            for span in finished(spans, "job send_account_email")
+            if span.attributes is not None and span.attributes["request_id"] == "stranded-trace-1"
+        ]
+
+    [job] = await eventually(job_span, within=10)
+    assert job.context is not None and job.context.trace_id == request.get_span_context().trace_id
 
 
 async def test_a_proxied_requests_span_and_usage_row_share_its_request_id(

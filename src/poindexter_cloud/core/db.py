@@ -101,8 +101,9 @@ class UnitOfWork:
         from poindexter_cloud.core.observe import job_origin
         from poindexter_cloud.core.queue import record_pending_job
 
-        job_id = await record_pending_job(self.session, function, kwargs)
-        self._pending_jobs.append((job_id, function, kwargs, job_origin()))
+        origin = job_origin()
+        job_id = await record_pending_job(self.session, function, kwargs, origin)
+        self._pending_jobs.append((job_id, function, kwargs, origin))
         return job_id
 
     async def commit(self) -> None:

@@ -25,6 +25,8 @@ class JobHistory(Base):
     id: Mapped[uuid.UUID] = uuid_pk()
     job_type: Mapped[str] = mapped_column(Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONB)
+    # the asking request's id and trace context (observe.job_origin), for a run the outbox sweep enqueues
+    origin: Mapped[dict[str, str] | None] = mapped_column(JSONB)
     # pending (recorded, maybe not yet enqueued), running, retrying, completed, failed
     status: Mapped[str] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")

@@ -111,12 +111,21 @@ def _register(spec: JobSpec) -> None:
     REGISTRY[spec.name] = spec
 
 
-async def record_pending_job(session: AsyncSession, function: str, kwargs: dict[str, Any]) -> uuid.UUID:
+async def record_pending_job(
+    session: AsyncSession, function: str, kwargs: dict[str, Any], origin: dict[str, str]
+) -> uuid.UUID:
     if function not in REGISTRY:
         load_jobs()
     if function not in REGISTRY:
         raise KeyError(f"unknown job {function!r}")
-    row = JobHistory(id=uuid.uuid4(), job_type=function, payload=kwargs, status="pending", attempts=0)
+    row = JobHistory(
+        id=uuid.uuid4(),
+        job_type=function,
+        payload=kwargs,
+        origin=origin or None,
+        status="pending",
+        attempts=0,
+    )
     session.add(row)
     await session.flush()
     return row.id
@@ -214,7 +223,7 @@ async def enqueue_stranded(
                 continue
         # Never enqueued, its record expired, out of attempts (to the outage itself, perhaps) or left
         # unfinished (a sweep that died between its abort and its retry): SAQ refuses a key it still holds.
-        enqueued += await queue.enqueue(row.id, row.job_type, dict(row.payload))
+        enqueued += await queue.enqueue(row.id, row.job_type, dict(row.payload), row.origin)
     return enqueued
 
 
