@@ -293,6 +293,38 @@ async def proxy_with(settings: Settings, **changes: Any) -> AsyncIterator[Runnin
         await opened.close()
 
 
+RawUpstream = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@asynccontextmanager
+async def proxy_before(
+    settings: Settings, serve: RawUpstream, name: str, *, then_sandbox: bool = False
+) -> AsyncIterator[RunningServer]:
+    """A proxy of its own whose first provider, ``name``, is ``serve`` speaking raw TCP (the sandbox's
+    Anthropic after it with ``then_sandbox``)."""
+    upstream = await asyncio.start_server(serve, "127.0.0.1", 0)
+    sandbox = json.loads(settings.upstreams_json)[0]
+    port = upstream.sockets[0].getsockname()[1]
+    raw = {**sandbox, "name": name, "base_url": f"http://127.0.0.1:{port}", "api_keys": ["sk-ant-x"]}
+    upstreams = [raw, sandbox] if then_sandbox else [raw]
+    try:
+        async with proxy_with(settings, proxy_upstreams=json.dumps(upstreams)) as server:
+            yield server
+    finally:
+        upstream.close()
+
+
+def long_question(stream: bool) -> tuple[bytes, dict[str, str]]:
+    """A Messages request of 90 words, and its headers but for the API key."""
+    body = {
+        "model": MODEL,
+        "max_tokens": 100,
+        "stream": stream,
+        "messages": [{"role": "user", "content": "hi " * 90}],
+    }
+    return json.dumps(body).encode(), {"anthropic-version": "2023-06-01", "content-type": "application/json"}
+
+
 @pytest.mark.parametrize(
     ("fault", "changes", "failed_status"),
     [
@@ -607,29 +639,16 @@ async def test_a_client_gone_before_the_upstream_gave_its_input_pays_the_estimat
         await reader.read()  # still thinking, no message_start yet, when the proxy hangs up
         writer.close()
 
-    upstream = await asyncio.start_server(slow_to_start, "127.0.0.1", 0)
-    sandbox = json.loads(settings.upstreams_json)[0]
-    port = upstream.sockets[0].getsockname()[1]
-    slow = {**sandbox, "name": "slow", "base_url": f"http://127.0.0.1:{port}", "api_keys": ["sk-ant-x"]}
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "max_tokens": 100,
-            "stream": True,
-            "messages": [{"role": "user", "content": "hi " * 90}],
-        }
-    ).encode()
-    headers = {"x-api-key": dex["key"], "anthropic-version": "2023-06-01", "content-type": "application/json"}
-    try:
-        async with (
-            proxy_with(settings, proxy_upstreams=json.dumps([slow])) as server,
-            httpx.AsyncClient() as client,
-            client.stream("POST", f"{server.url}/v1/messages", headers=headers, content=body) as response,
-        ):
-            assert response.status_code == 200  # the stream began; Dex gives up before any event
-        (event,) = await events_of(resources, dex["user_id"])
-    finally:
-        upstream.close()
+    body, headers = long_question(stream=True)
+    async with (
+        proxy_before(settings, slow_to_start, "slow") as server,
+        httpx.AsyncClient() as client,
+        client.stream(
+            "POST", f"{server.url}/v1/messages", headers={**headers, "x-api-key": dex["key"]}, content=body
+        ) as response,
+    ):
+        assert response.status_code == 200  # the stream began; Dex gives up before any event
+    (event,) = await events_of(resources, dex["user_id"])
     assert (event.provider, event.status, event.estimated, event.output_tokens) == ("slow", 499, True, 0)
     # The upstream had the whole request, so its input is billed: the proxy's estimate, never zero.
     assert event.input_tokens == len(body) // 3 + 1
@@ -683,61 +702,36 @@ async def test_a_client_gone_while_the_upstream_thinks_stops_the_upstream_and_pa
         hung_up.set()
         writer.close()
 
-    upstream = await asyncio.start_server(thinking, "127.0.0.1", 0)
-    sandbox = json.loads(settings.upstreams_json)[0]
-    port = upstream.sockets[0].getsockname()[1]
-    slow = {**sandbox, "name": "slow", "base_url": f"http://127.0.0.1:{port}", "api_keys": ["sk-ant-x"]}
-    body = json.dumps(
-        {
-            "model": MODEL,
-            "max_tokens": 100,
-            "stream": stream,
-            "messages": [{"role": "user", "content": "hi " * 90}],
-        }
-    ).encode()
-    headers = {"x-api-key": dex["key"], "anthropic-version": "2023-06-01", "content-type": "application/json"}
-    try:
-        async with (
-            proxy_with(settings, proxy_upstreams=json.dumps([slow])) as server,
-            httpx.AsyncClient() as client,
-        ):
-            request = asyncio.create_task(
-                client.post(f"{server.url}/v1/messages", headers=headers, content=body)
+    body, headers = long_question(stream)
+    async with proxy_before(settings, thinking, "slow") as server, httpx.AsyncClient() as client:
+        request = asyncio.create_task(
+            client.post(
+                f"{server.url}/v1/messages", headers={**headers, "x-api-key": dex["key"]}, content=body
             )
-            await asyncio.wait_for(asked.wait(), 10)
-            request.cancel()  # Dex gives up: its connection closes
-            await asyncio.gather(request, return_exceptions=True)
-            await asyncio.wait_for(hung_up.wait(), 5)  # and the proxy drops the upstream's at once
-        (event,) = await events_of(resources, dex["user_id"])
-    finally:
-        upstream.close()
+        )
+        await asyncio.wait_for(asked.wait(), 10)
+        request.cancel()  # Dex gives up: its connection closes
+        await asyncio.gather(request, return_exceptions=True)
+        await asyncio.wait_for(hung_up.wait(), 5)  # and the proxy drops the upstream's at once
+    (event,) = await events_of(resources, dex["user_id"])
     assert (event.provider, event.status, event.estimated, event.output_tokens) == ("slow", 499, True, 0)
     assert event.input_tokens == len(body) // 3 + 1  # the upstream had the request: our estimate
 
 
 @pytest.mark.parametrize("misbehave", [hang_up, break_off], ids=["hangs-up", "breaks-off-mid-body"])
 async def test_an_upstream_that_drops_connections_is_passed_over_for_the_next_provider(
-    misbehave: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+    misbehave: RawUpstream,
     settings: Settings,
     sandbox_server: RunningServer,
     dex: dict[str, Any],
     resources: Resources,
     worker: Any,
 ) -> None:
-    dropping = await asyncio.start_server(misbehave, "127.0.0.1", 0)
-    port = dropping.sockets[0].getsockname()[1]
+    async with proxy_before(settings, misbehave, "dropping", then_sandbox=True) as server:
+        message = await claude(server.url, dex["key"]).messages.create(
+            model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "anyone home"}]
+        )
     sandbox = json.loads(settings.upstreams_json)[0]
-    upstreams = [
-        {**sandbox, "name": "dropping", "base_url": f"http://127.0.0.1:{port}", "api_keys": ["sk-ant-x"]},
-        sandbox,
-    ]
-    try:
-        async with proxy_with(settings, proxy_upstreams=json.dumps(upstreams)) as server:
-            message = await claude(server.url, dex["key"]).messages.create(
-                model=MODEL, max_tokens=20, messages=[{"role": "user", "content": "anyone home"}]
-            )
-    finally:
-        dropping.close()
     assert message.content[0].text.startswith("Sandbox reply")
     dropped, answered = await events_of(resources, dex["user_id"], 2)
     assert (dropped.provider, dropped.status, dropped.input_tokens) == ("dropping", 502, 0)
