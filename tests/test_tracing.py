@@ -51,6 +51,15 @@ def finished(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
     return [span for span in exporter.get_finished_spans() if span.name == name]
 
 
+async def of_request(exporter: InMemorySpanExporter, name: str, request_id: str) -> list[ReadableSpan]:
+    """The finished spans named ``name`` of the request ``request_id`` (a job's: of the request asking)."""
+    return [
+        span
+        for span in finished(exporter, name)
+        if span.attributes is not None and span.attributes["request_id"] == request_id
+    ]
+
+
 async def test_a_deferred_job_joins_the_trace_and_the_request_id_of_its_request(
     web: httpx.AsyncClient, worker: Any, spans: InMemorySpanExporter, json_logs: io.StringIO
 ) -> None:
@@ -63,14 +72,7 @@ async def test_a_deferred_job_joins_the_trace_and_the_request_id_of_its_request(
     )
     assert response.status_code == 202
 
-    async def job_span() -> list[ReadableSpan]:
-        return [
-            span
-            for span in finished(spans, "job send_account_email")
-            if span.attributes is not None and span.attributes["request_id"] == "reset-trace-1"
-        ]
-
-    [job] = await eventually(job_span, within=10)
+    [job] = await eventually(lambda: of_request(spans, "job send_account_email", "reset-trace-1"), within=10)
     [server] = finished(spans, "POST /v1/auth/password-reset")
     assert server.context is not None and job.context is not None
     assert f"{server.context.trace_id:032x}" == TRACE_ID  # continues the caller's trace
@@ -104,14 +106,9 @@ async def test_a_job_the_outbox_sweep_enqueues_still_joins_its_requests_trace(
         assert await enqueue_stranded(session, resources.queue) >= 1
         await session.commit()
 
-    async def job_span() -> list[ReadableSpan]:
-        return [
-            span
-            for span in finished(spans, "job send_account_email")
-            if span.attributes is not None and span.attributes["request_id"] == "stranded-trace-1"
-        ]
-
-    [job] = await eventually(job_span, within=10)
+    [job] = await eventually(
+        lambda: of_request(spans, "job send_account_email", "stranded-trace-1"), within=10
+    )
     assert job.context is not None and job.context.trace_id == request.get_span_context().trace_id
 
 
@@ -128,14 +125,8 @@ async def test_a_proxied_requests_span_and_usage_row_share_its_request_id(
     )
     request_id = raw.headers["request-id"]
 
-    async def server_span() -> list[ReadableSpan]:  # it ends once Redis has answered the usage event
-        return [
-            span
-            for span in finished(spans, "POST /v1/messages")
-            if span.attributes is not None and span.attributes["request_id"] == request_id
-        ]
-
-    [server] = await eventually(server_span, within=10)
+    # (the span ends once Redis has answered the usage event, which may be after the client has its answer)
+    [server] = await eventually(lambda: of_request(spans, "POST /v1/messages", request_id), within=10)
     assert server.attributes is not None and server.attributes["http.response.status_code"] == 200
 
     async def stored() -> list[UsageEvent]:
