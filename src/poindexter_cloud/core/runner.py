@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Iterator
@@ -61,6 +62,15 @@ class Service:
         return f"http://{self.host}:{self.port}"
 
 
+def freeze_startup_objects() -> None:
+    """What imports and startup made lives as long as the process: after one collection (so no garbage is
+    kept), ``gc.freeze`` moves it out of the cyclic collector's reach, and a full collection walks only
+    what came since. Measured on the proxy at c=64 (docs/performance.md): p99 122-152 ms before, 41-53 ms
+    after (the pauses were full collections over every imported object), throughput unchanged."""
+    gc.collect()
+    gc.freeze()
+
+
 async def run_together(
     services: list[Service],
     workers: list[Worker[Any]],
@@ -87,6 +97,7 @@ async def run_together(
                 log.error("a service failed to start")
                 return 1
             await asyncio.sleep(0.05)
+        freeze_startup_objects()
         if on_ready is not None:
             result = on_ready()
             if result is not None:
