@@ -10,8 +10,9 @@ key free, so the retry runs anew.
 
 State in Redis, one string per user and key (the key hashed, so any characters are safe):
 ``pending:<fingerprint>`` while the first request runs, expiring after ``PENDING_SECONDS`` so that a
-process that died mid-request does not hold the key for a day (a retry after that runs again: the one
-case where a send can still happen twice), then ``done:<fingerprint>:<answer as JSON>``. The fingerprint
+process that died mid-request does not hold the key for a day, then ``done:<fingerprint>:<answer as
+JSON>``. A send can still happen twice in two cases: retried after its process died mid-send and the
+marker expired, or after Redis failed to keep its answer (it is answered all the same). The fingerprint
 is a hash of the route and the decoded body, so a body re-serialised with other spacing or key order is
 still the same request.
 """
@@ -19,6 +20,7 @@ still the same request.
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -26,8 +28,11 @@ from typing import Final, TypeVar
 
 import msgspec
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from poindexter_cloud.core.errors import AppError, Conflict
+
+log = logging.getLogger(__name__)
 
 KEEP_SECONDS: Final = 24 * 3600
 PENDING_SECONDS: Final = 120  # longer than any send may take (the providers' timeouts)
@@ -100,7 +105,10 @@ class IdempotencyKeys:
             await self._release(keys=[name], args=[pending])
             raise
         done = b"done:%s:%s" % (fingerprint.encode(), msgspec.json.encode(answer))
-        await self._redis.set(name, done, ex=KEEP_SECONDS)
+        try:
+            await self._redis.set(name, done, ex=KEEP_SECONDS)
+        except RedisError as exc:  # the send happened: answer it; the key frees itself as it expires
+            log.warning("could not keep an idempotent answer: %s: %s", type(exc).__name__, exc)
         return answer, False
 
 
