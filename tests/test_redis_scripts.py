@@ -31,3 +31,21 @@ async def test_concurrent_calls_get_their_own_answers_and_a_restart_is_survived(
     finally:
         await client.close()
         redis.stop()
+
+
+async def test_a_call_sent_ahead_says_it_left_and_still_loads_its_script(tmp_path: Path) -> None:
+    redis = EmbeddedRedis(tmp_path, port=free_port())
+    redis.start()
+    client = ScriptClient(redis.url)
+    try:
+        count = client.register("return redis.call('INCR', KEYS[1])")
+        first = count.send(keys=["n"])  # no connection yet: sent once connected, so not known to have left
+        assert await first.delivered() is False and await first == 1
+        assert await client.call("SCRIPT", "FLUSH") == b"OK"  # as after a Redis restart
+        sent = [count.send(keys=["n"]) for _ in range(3)]  # one write for the three
+        assert [await s.delivered() for s in sent] == [True, True, True]
+        assert [await s for s in sent] == [2, 3, 4]  # each NOSCRIPT answered by sending the script
+        assert await client.call("GET", "n") == b"4"
+    finally:
+        await client.close()
+        redis.stop()

@@ -40,6 +40,14 @@ def _encode(parts: tuple[Any, ...]) -> bytes:
     return b"".join(chunks)
 
 
+async def _checked(waiter: Awaitable[Any]) -> Any:
+    """A reply, raised as `ScriptError` if Redis answered with an error."""
+    reply = await waiter
+    if isinstance(reply, hiredis.ReplyError):
+        raise ScriptError(str(reply))
+    return reply
+
+
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.reader = hiredis.Reader()
@@ -128,10 +136,11 @@ class ScriptClient:
             if self._db:
                 setup.append(("SELECT", self._db))
             for command in setup:
-                reply = await connection.send(command)
-                if isinstance(reply, hiredis.ReplyError):
+                try:
+                    await _checked(connection.send(command))
+                except ScriptError:
                     connection.transport.close() if connection.transport else None
-                    raise ScriptError(str(reply))
+                    raise
             self._connection = connection
             return connection
 
@@ -139,10 +148,7 @@ class ScriptClient:
         connection = self._connection
         if connection is None or connection.lost:
             connection = await self._connect()
-        reply = await connection.send(parts)
-        if isinstance(reply, hiredis.ReplyError):
-            raise ScriptError(str(reply))
-        return reply
+        return await _checked(connection.send(parts))
 
     def send_reporting(self, *parts: Any) -> tuple[asyncio.Future[bool], asyncio.Future[Any]] | None:
         """`_Connection.send_reporting` on the open connection; None if there is none yet."""
@@ -171,12 +177,7 @@ class Script:
     async def __call__(
         self, keys: tuple[str, ...] | list[str] = (), args: tuple[Any, ...] | list[Any] = ()
     ) -> Any:
-        try:
-            return await self.client.call("EVALSHA", self.sha, len(keys), *keys, *args)
-        except ScriptError as exc:
-            if not str(exc).startswith("NOSCRIPT"):
-                raise
-            return await self.client.call("EVAL", self.lua, len(keys), *keys, *args)
+        return await self._loaded(self.client.call("EVALSHA", self.sha, len(keys), *keys, *args), keys, args)
 
     def send(self, keys: tuple[str, ...] | list[str] = (), args: tuple[Any, ...] | list[Any] = ()) -> Sent:
         """The call, queued for this pass's write when the connection is open: see `Sent`."""
@@ -184,15 +185,16 @@ class Script:
         if queued is None:  # no connection yet: connect, then call as usual
             return Sent(None, self(keys, args))
         written, waiter = queued
-        return Sent(written, self._reply(waiter, keys, args))
+        return Sent(written, self._loaded(_checked(waiter), keys, args))
 
-    async def _reply(self, waiter: asyncio.Future[Any], keys: Any, args: Any) -> Any:
-        reply = await waiter
-        if isinstance(reply, hiredis.ReplyError):
-            if not str(reply).startswith("NOSCRIPT"):
-                raise ScriptError(str(reply))
+    async def _loaded(self, reply: Awaitable[Any], keys: Any, args: Any) -> Any:
+        """``reply``, or after a NOSCRIPT (Redis restarted and lost its scripts) the reply of an EVAL."""
+        try:
+            return await reply
+        except ScriptError as exc:
+            if not str(exc).startswith("NOSCRIPT"):
+                raise
             return await self.client.call("EVAL", self.lua, len(keys), *keys, *args)
-        return reply
 
 
 class Sent:
