@@ -192,6 +192,7 @@ class Call:
         self.family: Family = "anthropic" if endpoint in ("messages", "count_tokens") else "openai"
         self.scope, self.receive, self.send = scope, receive, send
         self.headers = header_map(scope)
+        self.watch = ClientWatch(scope)  # while the proxy waits for the upstream or relays its stream
         self.request_id: str = scope["state"]["request_id"]
         self.started = time.perf_counter()
         self.upstream_seconds = 0.0
@@ -315,7 +316,6 @@ class Call:
         candidates = [(route, key) for route in routes for key in route.upstream.api_keys]
         candidates = self.rt.breakers.order(candidates)[: self.rt.settings.proxy_max_attempts]
         last_error: ProxyError | None = None
-        watch = ClientWatch(self.scope)
         for index, (route, upstream_key) in enumerate(candidates):
             self.attempt = index
             final = index == len(candidates) - 1
@@ -325,7 +325,7 @@ class Call:
             response: UpstreamResponse | None = None
             asked = False
             try:
-                with watch:  # waiting for the upstream, the proxy still hears the client hang up
+                with self.watch:  # waiting for the upstream, the proxy still hears the client hang up
                     connection = await self.rt.http.connection(route.target)
                     asked = True
                     response = await self.rt.http.post(route.target, headers, payload, connection)
@@ -488,7 +488,7 @@ class Call:
         await self.start_response(200, "text/event-stream; charset=utf-8")
         client_left = False
         try:
-            with ClientWatch(self.scope):
+            with self.watch:
                 await self.pump(route, response, translated, head, estimate)
             return
         except ClientLeft:
