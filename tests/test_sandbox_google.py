@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import urlsplit
 
 import google_auth_httplib2
 import httplib2
@@ -31,6 +30,7 @@ from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaInMemoryUpload
 
 from conftest import RunningServer
+from poindexter_cloud.integrations.google import upload_on
 
 DOMAIN = "dex.sandbox.test"
 ADMIN = f"admin@{DOMAIN}"
@@ -370,11 +370,8 @@ async def test_gmail_send_as_an_upload_alone_or_with_its_thread(google: Workspac
     first["To"], first["Subject"] = DEX_B, "Plans"
     first.set_content("The plans, in full." + " x" * 3_000_000)  # 6 MB
 
-    def on_sandbox(request: Any) -> Any:
-        # The SDK keeps Google's https and root for uploads whatever api_endpoint says.
-        parts = urlsplit(request.uri)
-        request.uri = f"{google.url}/google{parts.path}?{parts.query}"
-        return request
+    def on_sandbox(request: Any) -> Any:  # the SDK sends uploads to Google's root whatever api_endpoint says
+        return upload_on(f"{google.url}/google", request)
 
     sender = google.gmail(DEX_A).users().messages()
     media = MediaInMemoryUpload(first.as_bytes(), mimetype="message/rfc822")

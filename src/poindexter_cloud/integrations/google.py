@@ -160,6 +160,15 @@ def _mapped(what: str, exc: Exception) -> ProviderError:
 _TRANSIENT: Final = (TransportError, httplib2.HttpLib2Error, OSError, TimeoutError)
 
 
+def upload_on(api_base: str | None, request: Any) -> Any:
+    """An upload ``request`` of the SDK, sent to ``{api_base}/upload/...`` when a base is set: the SDK
+    derives an upload's URL from Google's root URL, keeping its https and dropping ``api_endpoint``'s path."""
+    if api_base is not None:
+        parts = urlsplit(request.uri)
+        request.uri = api_base + parts.path + (f"?{parts.query}" if parts.query else "")
+    return request
+
+
 class GoogleAdapter:
     """The Directory API as our Workspace administrator, Gmail and Calendar as a subscriber's mailbox. One per
     process (``for_settings`` caches it): it holds the loaded key and the tokens, no connection."""
@@ -277,17 +286,9 @@ class GoogleAdapter:
         data = await self._gmail_call(
             mailbox,
             "send the mail",
-            lambda m: self._upload_on_api_base(m.send(userId="me", body=metadata, media_body=media)),
+            lambda m: upload_on(self._api_base, m.send(userId="me", body=metadata, media_body=media)),
         )
         return SentMail(str(data["id"]), str(data.get("threadId") or data["id"]))
-
-    def _upload_on_api_base(self, request: Any) -> Any:
-        """The SDK derives an upload's URL from Google's root URL, keeping its https and dropping the path of
-        ``api_endpoint``: with ``GOOGLE_API_BASE`` set, the upload goes to ``{base}/upload/...``."""
-        if self._api_base is not None:
-            parts = urlsplit(request.uri)
-            request.uri = self._api_base + parts.path + (f"?{parts.query}" if parts.query else "")
-        return request
 
     async def list_mail(
         self, mailbox: str, *, query: str | None, label_ids: list[str], page_token: str | None, limit: int
