@@ -46,7 +46,8 @@ Measured:
   sandbox's token rate set to 2/s through ``/anthropic/_control/config``, since the proxy does not forward
   ``x-sandbox-*`` headers; 60 words, so each stream would last 30 s; opened 50 at a time; sampled once every
   stream has had its first event; goal under 300 MB), and the passthrough's under the same load;
-* with ``--profile``: py-spy samples the proxy for 8 s at concurrency 64, summed by pipeline stage.
+* with ``--profile``: py-spy samples the proxy for 8 s at concurrency 64 (``--profile-concurrency``),
+  summed by pipeline stage.
 
 Load generator: ``wrk`` (Debian package ``wrk``) with a generated Lua script that holds one prepared request
 per API key, one thread. A Python aiohttp client shares the 2 cores with the servers and caps below them:
@@ -957,6 +958,13 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=1, help="warm-up seconds per cell (default 1)")
     parser.add_argument("--streams", type=int, default=STREAMS, help="slow streams held open (default 1000)")
     parser.add_argument("--profile", action="store_true", help="also sample the proxy with py-spy")
+    parser.add_argument(
+        "--profile-concurrency",
+        type=int,
+        choices=CONCURRENCIES,
+        default=CONCURRENCIES[-1],
+        help=f"the concurrency --profile samples at (default {CONCURRENCIES[-1]})",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="copy the servers' logs to bench/results")
     parser.add_argument(
         "--py-spy",
@@ -1194,7 +1202,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
 
     profile: dict[str, Any] | None = None
     if args.profile:
-        profile = run_profile(args.py_spy, generator, proxy, keys, proxy_pid, work)
+        profile = run_profile(args.py_spy, generator, proxy, keys, proxy_pid, work, args.profile_concurrency)
 
     statuses_total = proxy_statuses(proxy) - statuses_before
     drained = run_async(lambda: drain_state(database_url, redis_url, stream_for(queue), user_ids))
@@ -1237,13 +1245,19 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
 
 
 def run_profile(
-    py_spy: str | None, generator: Wrk | PythonClient, proxy: str, keys: list[str], pid: int, work: Path
+    py_spy: str | None,
+    generator: Wrk | PythonClient,
+    proxy: str,
+    keys: list[str],
+    pid: int,
+    work: Path,
+    concurrency: int,
 ) -> dict[str, Any] | None:
     if not py_spy:
         print("--profile: py-spy not found (pip install py-spy, or pass --py-spy PATH); skipped")
         return None
     seconds = 8
-    print(f"profiling the proxy with py-spy for {seconds} s at concurrency 64 ...", flush=True)
+    print(f"profiling the proxy with py-spy for {seconds} s at concurrency {concurrency} ...", flush=True)
     run_async(lambda: warm_keys(f"{proxy}/v1/messages", keys))  # so the profile shows the warm path
     raw = work / "proxy.collapsed"
     options = ["--format", "raw", "--output", str(raw), "--nonblocking"]
@@ -1254,7 +1268,7 @@ def run_profile(
     )
     try:
         time.sleep(1.0)  # py-spy attaches
-        loaded = generator.run(proxy, "/v1/messages", keys, 64, seconds)
+        loaded = generator.run(proxy, "/v1/messages", keys, concurrency, seconds)
         spy.wait(seconds + 30)
     finally:
         if spy.poll() is None:
@@ -1265,6 +1279,7 @@ def run_profile(
         return None
     summary = summarize_profile(raw)
     summary["rps_while_sampled"] = loaded["rps"]
+    summary["concurrency"] = concurrency
     RESULTS.mkdir(parents=True, exist_ok=True)
     kept = RESULTS / f"proxy-{time.strftime('%Y%m%d-%H%M%S')}.collapsed"
     shutil.copyfile(raw, kept)
@@ -1435,12 +1450,13 @@ def print_report(report: dict[str, Any]) -> None:
     )
     if report.get("profile"):
         profile = report["profile"]
+        sampled = profile["concurrency"]
         print(
-            f"\npy-spy, proxy process at c=64 ({profile['samples']} samples, "
+            f"\npy-spy, proxy process at c={sampled} ({profile['samples']} samples, "
             f"{profile.get('rps_while_sampled', 0):,.0f} req/s while sampled), % of busy samples by category:"
         )
-        proxy_cpu = _cell(cells, "c", CONCURRENCIES[-1])["server_cpu_us_per_request"]
-        print(f"  (µs/request: the share of the proxy's {proxy_cpu:.0f} µs CPU per request at c=64)")
+        proxy_cpu = _cell(cells, "c", sampled)["server_cpu_us_per_request"]
+        print(f"  (µs/request: the share of the proxy's {proxy_cpu:.0f} µs CPU per request at c={sampled})")
         for label, share in profile.get("percent", {}).items():
             print(f"  {label:<46} {share:>5.1f} %  ~{share * proxy_cpu / 100:>4.0f} µs")
         print("top functions by own samples:")
