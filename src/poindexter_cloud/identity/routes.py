@@ -15,7 +15,7 @@ from typing import Annotated, Literal, TypeVar
 import msgspec
 from litestar import Controller, Response, delete, get, post, put
 from litestar.di import Provide
-from litestar.params import Parameter, QueryParameter
+from litestar.params import HeaderParameter, Parameter, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from poindexter_cloud.accounts.auth import Principal, authenticate
@@ -77,8 +77,8 @@ AUTH = {"principal": Provide(authenticate), "gate": Provide(provide_gate, sync_t
 
 IdempotencyKey = Annotated[
     str | None,
-    Parameter(
-        header="Idempotency-Key",
+    HeaderParameter(
+        name="Idempotency-Key",
         required=False,
         description="one per logical send (a UUID, say): a retry with it is not sent again",
     ),
