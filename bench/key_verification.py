@@ -15,23 +15,19 @@ a key in the database, starts an ApiKeyVerifier and times:
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any
 
 from redis.asyncio import Redis
 from sqlalchemy import event, text
 
+from bench_databases import databases
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, create_key, generate_key
 from poindexter_cloud.accounts.errors import InvalidApiKey
-from poindexter_cloud.core import migrations
 from poindexter_cloud.core.db import Database
-from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis
 from poindexter_cloud.core.settings import Role, Settings, load_or_raise
 
 IP = "203.0.113.7"
@@ -113,27 +109,11 @@ async def run(settings: Settings) -> None:
 
 
 def main() -> None:
-    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    servers: list[EmbeddedPostgres | EmbeddedRedis] = []
-    with tempfile.TemporaryDirectory(prefix="pdx-bench-") as tmp:
-        try:
-            if not (database_url and redis_url):
-                postgres = EmbeddedPostgres(Path(tmp) / "pg", durable=False)
-                postgres.start()
-                servers.append(postgres)
-                valkey = EmbeddedRedis(Path(tmp) / "valkey")
-                valkey.start()
-                servers.append(valkey)
-                database_url, redis_url = postgres.url, valkey.url
-                print(f"embedded PostgreSQL at {database_url}, Valkey at {redis_url}")
-            migrations.upgrade(database_url)
-            settings = load_or_raise(
-                Role.ALL, {"ENVIRONMENT": "development", "DATABASE_URL": database_url, "REDIS_URL": redis_url}
-            )
-            asyncio.run(run(settings))
-        finally:
-            for server in reversed(servers):
-                server.stop()
+    with databases() as (database_url, redis_url):
+        settings = load_or_raise(
+            Role.ALL, {"ENVIRONMENT": "development", "DATABASE_URL": database_url, "REDIS_URL": redis_url}
+        )
+        asyncio.run(run(settings))
 
 
 if __name__ == "__main__":

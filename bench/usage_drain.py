@@ -15,21 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import resource
-import tempfile
 import time
 import uuid
-from pathlib import Path
 
 import psutil
 from redis.asyncio import Redis
 
+from bench_databases import databases
 from poindexter_cloud.billing.pricing import TokenUsage
 from poindexter_cloud.billing.usage_buffer import FIELD, UsageRecord, drain_once, encode
-from poindexter_cloud.core import migrations
 from poindexter_cloud.core.db import Database
-from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis
 
 USERS = 200
 
@@ -111,10 +107,8 @@ async def measure(database_url: str, redis_url: str, count: int, batch: int) -> 
         measured = drained - 1
         worker, postgres, redis_cpu, wall = (b - a for a, b in zip(before, after, strict=True))
         print(f"events drained: {measured:,} in batches of {batch}, {measured / wall:,.0f} events/s")
-        print(
-            f"CPU µs per event: worker {worker / measured * 1e6:.1f}, PostgreSQL {postgres / measured * 1e6:.1f}, "
-            f"Redis {redis_cpu / measured * 1e6:.1f}"
-        )
+        per_event = {"worker": worker, "PostgreSQL": postgres, "Redis": redis_cpu}
+        print("CPU µs per event: " + ", ".join(f"{k} {v / measured * 1e6:.1f}" for k, v in per_event.items()))
     finally:
         await redis.delete(stream)
         await redis.aclose()
@@ -126,23 +120,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--batch", type=int, default=500)
     args = parser.parse_args()
-    database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
-    with tempfile.TemporaryDirectory(prefix="pdx-bench-drain-") as tmp:
-        servers: list[EmbeddedPostgres | EmbeddedRedis] = []
-        try:
-            if not (database_url and redis_url):
-                postgres = EmbeddedPostgres(Path(tmp) / "pg", durable=False)
-                postgres.start()
-                servers.append(postgres)
-                valkey = EmbeddedRedis(Path(tmp) / "valkey")
-                valkey.start()
-                servers.append(valkey)
-                database_url, redis_url = postgres.url, valkey.url
-            migrations.upgrade(database_url)
-            asyncio.run(measure(database_url, redis_url, args.events, args.batch))
-        finally:
-            for server in reversed(servers):
-                server.stop()
+    with databases() as (database_url, redis_url):
+        asyncio.run(measure(database_url, redis_url, args.events, args.batch))
 
 
 if __name__ == "__main__":
