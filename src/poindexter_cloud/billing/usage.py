@@ -66,7 +66,7 @@ async def insert_usage_records(session: AsyncSession, records: Sequence[UsageRec
 
     A record whose (request_id, attempt, created_at) is already stored, or repeated within ``records``, is
     skipped, so the caller may retry a whole batch after any failure. One statement per
-    ``ROWS_PER_STATEMENT`` records, whatever their number: ``INSERT ... SELECT FROM json_to_recordset``.
+    ``ROWS_PER_STATEMENT`` records, whatever their number: ``INSERT ... SELECT FROM jsonb_to_recordset``.
     """
     unique: dict[tuple[str, int, int], UsageRecord] = {}
     for record in records:
