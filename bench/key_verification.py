@@ -24,7 +24,7 @@ from typing import Any
 from redis.asyncio import Redis
 from sqlalchemy import event, text
 
-from bench_databases import databases
+from bench_common import databases
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, create_key, generate_key
 from poindexter_cloud.accounts.errors import InvalidApiKey
 from poindexter_cloud.core.db import Database

@@ -95,6 +95,8 @@ from typing import Any, TypeVar
 import aiohttp
 import psutil
 
+from bench_common import tree_cpu_seconds
+
 HOST = "127.0.0.1"
 MODEL = "claude-sonnet-4-5"
 CONCURRENCIES = (1, 16, 64)
@@ -294,16 +296,7 @@ class CpuMeter:
     def snapshot(self) -> dict[str, float]:
         seen: dict[str, float] = {}
         for name, pid in self.pids.items():
-            total = 0.0
-            try:
-                root = psutil.Process(pid)
-                for proc in [root, *root.children(recursive=True)]:
-                    with contextlib.suppress(psutil.Error):
-                        times = proc.cpu_times()
-                        total += times.user + times.system
-            except psutil.Error:
-                pass
-            seen[name] = total
+            seen[name] = tree_cpu_seconds(pid)
         usage = resource.getrusage(resource.RUSAGE_CHILDREN)
         seen["client"] = usage.ru_utime + usage.ru_stime
         seen[MACHINE] = machine_busy_seconds()

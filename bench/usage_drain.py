@@ -6,15 +6,13 @@ Uses DATABASE_URL and REDIS_URL when both are set (the database is migrated to h
 its own, removed at the end), otherwise starts an embedded PostgreSQL (durable=False) and Valkey in a
 temporary folder. Fills a stream with proxy-shaped usage events (as the settle script XADDs them), then
 drains it with `drain_once` as the worker does, and prints per event the CPU of this process (the
-worker's part), of PostgreSQL's backends and of Redis, and events drained per second. The proxy benchmark
-measured the worker and PostgreSQL together at about 60 µs of CPU per proxied request.
+worker's part), of PostgreSQL's backends and of Redis, and events drained per second.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import resource
 import time
 import uuid
@@ -22,7 +20,7 @@ import uuid
 import psutil
 from redis.asyncio import Redis
 
-from bench_databases import databases
+from bench_common import databases, tree_cpu_seconds
 from poindexter_cloud.billing.pricing import TokenUsage
 from poindexter_cloud.billing.usage_buffer import FIELD, UsageRecord, drain_once, encode
 from poindexter_cloud.core.db import Database
@@ -59,17 +57,6 @@ def events(count: int) -> list[bytes]:
     return made
 
 
-def cpu_seconds(pid: int) -> float:
-    """A process's CPU seconds with its children's (PostgreSQL's backends are the postmaster's)."""
-    total = 0.0
-    root = psutil.Process(pid)
-    for proc in [root, *root.children(recursive=True)]:
-        with contextlib.suppress(psutil.Error):
-            times = proc.cpu_times()
-            total += times.user + times.system
-    return total
-
-
 def server_pid(port: int) -> int:
     for connection in psutil.net_connections("tcp"):
         if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port and connection.pid:
@@ -96,14 +83,14 @@ async def measure(database_url: str, redis_url: str, count: int, batch: int) -> 
         pg_pid = server_pid(db.engine.url.port or 5432)
         redis_pid = server_pid(redis.connection_pool.connection_kwargs.get("port", 6379))
         await drain_once(redis, db, "bench", batch=1, stream=stream)  # group made, connections warm
-        before = (self_cpu(), cpu_seconds(pg_pid), cpu_seconds(redis_pid), time.perf_counter())
+        before = (self_cpu(), tree_cpu_seconds(pg_pid), tree_cpu_seconds(redis_pid), time.perf_counter())
         drained = 1
         while drained < count:
             done = await drain_once(redis, db, "bench", batch=batch, stream=stream, recover=False)
             if not done.entries:
                 break
-            drained += done.inserted
-        after = (self_cpu(), cpu_seconds(pg_pid), cpu_seconds(redis_pid), time.perf_counter())
+            drained += done.entries
+        after = (self_cpu(), tree_cpu_seconds(pg_pid), tree_cpu_seconds(redis_pid), time.perf_counter())
         measured = drained - 1
         worker, postgres, redis_cpu, wall = (b - a for a, b in zip(before, after, strict=True))
         print(f"events drained: {measured:,} in batches of {batch}, {measured / wall:,.0f} events/s")

@@ -58,7 +58,6 @@ _INSERT: Final = text(
     ON CONFLICT (request_id, attempt, created_at) DO NOTHING
     """
 )
-_encode_records = msgspec.json.Encoder().encode
 
 
 async def insert_usage_records(session: AsyncSession, records: Sequence[UsageRecord]) -> int:
@@ -75,6 +74,6 @@ async def insert_usage_records(session: AsyncSession, records: Sequence[UsageRec
     inserted = 0
     for start in range(0, len(rows), ROWS_PER_STATEMENT):
         chunk = rows[start : start + ROWS_PER_STATEMENT]
-        result = await session.execute(_INSERT, {"records": _encode_records(chunk).decode()})
+        result = await session.execute(_INSERT, {"records": msgspec.json.encode(chunk).decode()})
         inserted += cast(CursorResult[Any], result).rowcount
     return inserted

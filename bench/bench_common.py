@@ -1,5 +1,4 @@
-"""The PostgreSQL and Redis a benchmark runs against: DATABASE_URL and REDIS_URL when both are set,
-otherwise an embedded PostgreSQL (durable=False) and Valkey in a temporary folder, stopped afterwards."""
+"""What several benchmarks need: the databases they run against, and the CPU a server process used."""
 
 from __future__ import annotations
 
@@ -9,13 +8,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
+
 from poindexter_cloud.core import migrations
 from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis
 
 
 @contextlib.contextmanager
 def databases() -> Iterator[tuple[str, str]]:
-    """(database URL, Redis URL), the database migrated to head."""
+    """(database URL, Redis URL), the database migrated to head: DATABASE_URL and REDIS_URL when both are
+    set, otherwise an embedded PostgreSQL (durable=False) and Valkey in a temporary folder, stopped after."""
     database_url, redis_url = os.environ.get("DATABASE_URL"), os.environ.get("REDIS_URL")
     servers: list[EmbeddedPostgres | EmbeddedRedis] = []
     with tempfile.TemporaryDirectory(prefix="pdx-bench-") as tmp:
@@ -34,3 +36,18 @@ def databases() -> Iterator[tuple[str, str]]:
         finally:
             for server in reversed(servers):
                 server.stop()
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds used by a process and its children (PostgreSQL's backends are the postmaster's); 0 if it
+    is gone."""
+    total = 0.0
+    try:
+        root = psutil.Process(pid)
+        for proc in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+    except psutil.Error:
+        pass
+    return total
