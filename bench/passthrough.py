@@ -12,6 +12,13 @@ content type and bytes. A ``text/event-stream`` answer is relayed chunk by chunk
 With ``--client proxy`` it forwards with the proxy's own upstream client (``proxy/upstream_http.py``)
 instead of aiohttp's: the baseline (b') that shows how much of the proxy's cost is not the HTTP client.
 
+With ``--limits REDIS_URL`` it also does, and only does, the Redis work issue 5 prescribes for every
+request, with the proxy's own `Limiter` on the proxy's script client: one reserve script before forwarding
+(the caller's ``x-api-key`` stands for a key of its own user, Pro limits) and, once the answer is read, one
+settle script that also appends a proxy-sized usage event to a stream (``FLOOR_STREAM``, which nobody
+drains); the answer leaves once the settle is in the kernel, as the proxy's does. No auth, no parsing, no
+metering otherwise: the floor (f) under any proxy built to that design.
+
 It runs under uvicorn with the options every role of ours uses (``core/runner.py: uvicorn_config``:
 httptools with a whole answer's head and body in one write, no access log, no server header; uvloop when
 installed, uvicorn's ``loop="auto"``).
@@ -20,13 +27,21 @@ installed, uvicorn's ``loop="auto"``).
 from __future__ import annotations
 
 import argparse
+import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
 import uvicorn
+from redis.asyncio import Redis
 
+from poindexter_cloud.billing.plans import plan_named
+from poindexter_cloud.billing.pricing import TokenUsage
+from poindexter_cloud.billing.usage_buffer import UsageRecord, encode
+from poindexter_cloud.core.redis_scripts import ScriptClient, Sent
 from poindexter_cloud.core.runner import uvicorn_config
+from poindexter_cloud.proxy.limits import Limiter, Reservation, limits_for
 from poindexter_cloud.proxy.upstream_http import Target, UpstreamClient
 
 DEFAULT_UPSTREAM_KEY = "sk-ant-sandbox-1"
@@ -36,6 +51,54 @@ upstream = "http://127.0.0.1:8002/anthropic"
 upstream_key = DEFAULT_UPSTREAM_KEY
 session: aiohttp.ClientSession | None = None
 thin: UpstreamClient | None = None  # --client proxy
+limiter: Limiter | None = None  # --limits
+
+FLOOR_STREAM = "bench:passthrough-usage"
+FLOOR_LIMITS = limits_for(plan_named("pro"), None)
+_principals: dict[bytes, tuple[uuid.UUID, uuid.UUID]] = {}  # x-api-key -> (key id, user id)
+
+
+def _principal(api_key: bytes) -> tuple[uuid.UUID, uuid.UUID]:
+    ids = _principals.get(api_key)
+    if ids is None:
+        key_id = uuid.uuid5(uuid.NAMESPACE_OID, api_key.decode("latin-1"))
+        ids = _principals[api_key] = (key_id, uuid.uuid5(key_id, "user"))
+    return ids
+
+
+async def _reserve(scope: dict[str, Any], body: bytes) -> Reservation:
+    assert limiter is not None
+    api_key = next((value for name, value in scope["headers"] if name == b"x-api-key"), b"")
+    key_id, user_id = _principal(api_key)
+    return await limiter.reserve(key_id, user_id, FLOOR_LIMITS, len(body) // 4 + 16, 100)
+
+
+async def _settle(reservation: Reservation | None) -> Sent | None:
+    """Settle with a proxy-sized usage event; returns once the settle is in the kernel (or Redis replied),
+    as the proxy's answer waits for no more than that. Await the result, after answering, for the reply."""
+    if reservation is None:
+        return None
+    assert limiter is not None
+    record = UsageRecord(
+        request_id=f"req_{uuid.uuid4().hex}",
+        attempt=0,
+        user_id=uuid.UUID(int=0),
+        api_key_id=uuid.UUID(int=1),
+        event_type="ai_request",
+        model="claude-sonnet-4-5",
+        provider="anthropic",
+        usage=TokenUsage(input_tokens=12, output_tokens=16),
+        cost_microdollars=276,
+        latency_ms=1,
+        status=200,
+        estimated=False,
+        created_at_us=int(time.time() * 1_000_000),
+        price_version="2025-11",
+    )
+    sent = limiter.settle(reservation, 28, 276, stream=FLOOR_STREAM, stream_fields={"e": encode(record)})
+    if not await sent.delivered():
+        await sent
+    return sent
 
 
 async def _lifespan(receive: Any, send: Any) -> None:
@@ -78,22 +141,31 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     for name, value in scope["headers"]:
         if name == b"anthropic-version":
             version = value
+    body = b"".join(chunks)
+    reservation = await _reserve(scope, body) if limiter is not None else None
     headers = {
         "content-type": "application/json",
         "x-api-key": upstream_key,
         "anthropic-version": version.decode("latin-1"),
     }
     if thin is not None:
-        await _forward_thin(thin, scope, b"".join(chunks), version, send)
+        await _forward_thin(thin, scope, body, version, send, reservation)
         return
     assert session is not None, "lifespan did not start"
-    async with session.post(upstream + scope["path"], data=b"".join(chunks), headers=headers) as response:
+    async with session.post(upstream + scope["path"], data=body, headers=headers) as response:
         content_type = response.headers.get("content-type", "application/json")
-        await _relay(send, response.status, content_type, response.content.iter_any(), response.read)
+        await _relay(
+            send, response.status, content_type, response.content.iter_any(), response.read, reservation
+        )
 
 
 async def _forward_thin(
-    client: UpstreamClient, scope: dict[str, Any], body: bytes, version: bytes, send: Any
+    client: UpstreamClient,
+    scope: dict[str, Any],
+    body: bytes,
+    version: bytes,
+    send: Any,
+    reservation: Reservation | None,
 ) -> None:
     headers = [
         (b"content-type", b"application/json"),
@@ -103,7 +175,7 @@ async def _forward_thin(
     response = await client.post(Target.of(upstream + scope["path"]), headers, body)
     try:
         content_type = response.headers.get("content-type", "application/json")
-        await _relay(send, response.status, content_type, response.iter_chunks(), response.read)
+        await _relay(send, response.status, content_type, response.iter_chunks(), response.read, reservation)
     finally:
         response.release()
 
@@ -114,8 +186,10 @@ async def _relay(
     content_type: str,
     chunks: AsyncIterator[bytes],
     read: Callable[[], Awaitable[bytes]],
+    reservation: Reservation | None,
 ) -> None:
-    """The upstream's status and content type; an event stream chunk by chunk as it arrives, else whole."""
+    """The upstream's status and content type; an event stream chunk by chunk as it arrives, else whole.
+    With ``--limits`` the answer's last bytes leave once its settle is in the kernel."""
     start = {
         "type": "http.response.start",
         "status": status,
@@ -125,15 +199,19 @@ async def _relay(
         await send(start)
         async for chunk in chunks:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b""})
+        last = b""
     else:
-        body = await read()
+        last = await read()
+    sent = await _settle(reservation)
+    if not content_type.startswith(SSE):
         await send(start)
-        await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": last})
+    if sent is not None:
+        await sent
 
 
 def main() -> None:
-    global upstream, upstream_key, thin
+    global upstream, upstream_key, thin, limiter
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8011)
@@ -142,10 +220,13 @@ def main() -> None:
     parser.add_argument(
         "--client", choices=("aiohttp", "proxy"), default="aiohttp", help="upstream HTTP client"
     )
+    parser.add_argument("--limits", metavar="REDIS_URL", help="reserve and settle each request (the floor)")
     args = parser.parse_args()
     upstream, upstream_key = args.upstream.rstrip("/"), args.upstream_key
     if args.client == "proxy":
         thin = UpstreamClient(connect_timeout=5, read_timeout=600)
+    if args.limits:
+        limiter = Limiter(Redis.from_url(args.limits), scripts=ScriptClient(args.limits))
     uvicorn.Server(uvicorn_config(app, args.host, args.port)).run()
 
 

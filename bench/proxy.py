@@ -10,6 +10,9 @@ Three servers answer the same small Anthropic Messages request (``max_tokens`` 1
 (b) ``bench/passthrough.py``: one bare ASGI function forwarding the bytes with one pooled aiohttp session;
 (b') the same passthrough on the proxy's own upstream client (``--client proxy``), for scale: the proxy no
     longer uses aiohttp's client, so (c) / (b') is the cost of everything else the proxy does;
+(f) the floor: (b') plus only the Redis work issue 5 prescribes per request (``--limits``: the proxy's
+    reserve script before forwarding, its settle script with a usage event after), on the proxy's keys,
+    for scale: no proxy built to that design can pass it, so (f) / (b) bounds what (c) / (b) can reach;
 (c) our proxy, ``poindexter-cloud serve --role proxy`` (one worker process), with real API-key auth, plan
     check, rate limits and metering, against the same sandbox; and (c') the same with the worker stopped
     (SIGSTOP) during the cell, because on this 2-core machine the usage drain competes with the proxy for
@@ -30,8 +33,8 @@ caches. 429s (and every other status) are counted from the proxy's own ``/metric
 
 Measured:
 
-* requests/s with p50 and p99 latency at concurrency 1, 16 and 64 for (a), (b), (b'), (c), (c'): 1 s warm-up
-  run, then a 5 s measured run per cell; the CPU time each process used during the measured run (per
+* requests/s with p50 and p99 latency at concurrency 1, 16 and 64 for (a), (b), (b'), (f), (c), (c'): 1 s
+  warm-up run, then a 5 s measured run per cell; the CPU time each process used during the measured run (per
   request), and the share of the machine other processes used meanwhile (other sessions' tests add noise);
 * (c) as a percentage of (b) at each concurrency (goal: at least 75 %), and (c) p50 minus (a) p50 at
   concurrency 1 (goal: under 0.5 ms);
@@ -96,11 +99,13 @@ import aiohttp
 import psutil
 
 from bench_common import tree_cpu_seconds
+from passthrough import FLOOR_STREAM
 
 HOST = "127.0.0.1"
 MODEL = "claude-sonnet-4-5"
 CONCURRENCIES = (1, 16, 64)
 SANDBOX_KEY = "sk-ant-sandbox-bench"
+SERVERS = ("sandbox", "passthrough", "passthrough-thin", "passthrough-floor", "proxy", "worker")
 ASSUMED_MAX_RPS = 5000  # no single Python process here gets near it; the key count is sized for it
 KEY_HEADROOM = 1.25
 PROXY_ROWS = 2  # (c) and (c'): the proxy's throughput cells all fall within about one minute
@@ -694,6 +699,17 @@ async def burst(url: str, keys: list[str], count: int) -> dict[str, Any]:
         }
 
 
+async def drop_floor_stream(redis_url: str) -> None:
+    """The floor's usage events: nobody drains them."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    try:
+        await client.delete(FLOOR_STREAM)
+    finally:
+        await client.aclose()
+
+
 async def evalsha_stats(client: Any) -> tuple[int, int]:
     """(calls, total µs) of EVALSHA on the Redis server, from INFO commandstats."""
     stats = await client.info("commandstats")
@@ -1016,7 +1032,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
     print(f"databases: {databases}", flush=True)
     migrations.upgrade(database_url)
 
-    ports = {name: free_port() for name in ("sandbox", "passthrough", "passthrough-thin", "proxy", "worker")}
+    ports = {name: free_port() for name in SERVERS}
     sandbox = f"http://{HOST}:{ports['sandbox']}"
     queue = f"bench-{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if k not in ("PROXY_UPSTREAMS", "ENVIRONMENT", "QUEUE_NAME")}
@@ -1057,12 +1073,28 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
         ],
         env,
     )
+    children.start(
+        "passthrough-floor",
+        [
+            py,
+            str(ROOT / "bench" / "passthrough.py"),
+            "--port",
+            str(ports["passthrough-floor"]),
+            "--client",
+            "proxy",
+            "--limits",
+            redis_url,
+            *upstream,
+        ],
+        env,
+    )
     serve = [py, "-m", "poindexter_cloud", "serve"]
     children.start("proxy", [*serve, "--role", "proxy", "--port", str(ports["proxy"])], env)
     children.start("worker", [*serve, "--role", "worker", "--port", str(ports["worker"])], env)
     wait_http(children, "sandbox", f"{sandbox}/healthz")
     wait_port(children, "passthrough", ports["passthrough"])
     wait_port(children, "passthrough-thin", ports["passthrough-thin"])
+    wait_port(children, "passthrough-floor", ports["passthrough-floor"])
     proxy = f"http://{HOST}:{ports['proxy']}"
     wait_http(children, "proxy", f"{proxy}/healthz")
     wait_http(children, "worker", f"http://{HOST}:{ports['worker']}/healthz")
@@ -1074,7 +1106,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
     )
 
     cpu = CpuMeter()
-    for name in ("sandbox", "passthrough", "passthrough-thin", "proxy", "worker"):
+    for name in SERVERS:
         cpu.add(name, children.procs[name].pid)
     for server in embedded:
         cpu.add("postgres" if "Postgres" in type(server).__name__ else "redis", server.pid)
@@ -1103,6 +1135,15 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
             "/v1/messages",
             [SANDBOX_KEY],
             "passthrough-thin",
+        ),
+        # (b') plus the prescribed Redis work, on the proxy's keys: the floor of the design.
+        (
+            "f",
+            "floor: (b') + limits",
+            f"http://{HOST}:{ports['passthrough-floor']}",
+            "/v1/messages",
+            keys,
+            "passthrough-floor",
         ),
         ("c", "our proxy", proxy, "/v1/messages", keys, "proxy"),
         # The same, with the worker stopped (SIGSTOP) while the cell runs: on this 2-core machine the
@@ -1149,7 +1190,9 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
                 flush=True,
             )
     statuses_measured = proxy_statuses(proxy) - statuses_before
-    children.kill("passthrough-thin")  # measured: out of the way of the phases below
+    for name in ("passthrough-thin", "passthrough-floor"):  # measured: out of the way of the phases below
+        children.kill(name)
+    run_async(lambda: drop_floor_stream(redis_url))
 
     print("streaming time to first byte and latency samples (concurrency 1) ...", flush=True)
     stream_urls = {
@@ -1200,7 +1243,7 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
     statuses_total = proxy_statuses(proxy) - statuses_before
     drained = run_async(lambda: drain_state(database_url, redis_url, stream_for(queue), user_ids))
     worker_alive = children.procs["worker"].poll() is None
-    problems = logged_problems(children, ["sandbox", "passthrough", "passthrough-thin", "proxy", "worker"])
+    problems = logged_problems(children, list(SERVERS))
 
     report = build_report(
         args=args,
@@ -1294,6 +1337,7 @@ def build_report(**parts: Any) -> dict[str, Any]:
         str(c): _cell(cells, "c'", c)["rps"] / _cell(cells, "b", c)["rps"] for c in CONCURRENCIES
     }
     ratios_thin = {str(c): _cell(cells, "c", c)["rps"] / _cell(cells, "b'", c)["rps"] for c in CONCURRENCIES}
+    ratios_floor = {str(c): _cell(cells, "f", c)["rps"] / _cell(cells, "b", c)["rps"] for c in CONCURRENCIES}
     added = _cell(cells, "c", 1)["p50_ms"] - _cell(cells, "a", 1)["p50_ms"]
     during = parts["memory"]["proxy_during"]
     users, per_user, key_count = parts.pop("keys")
@@ -1327,6 +1371,7 @@ def build_report(**parts: Any) -> dict[str, Any]:
         "ratios_c_over_b": ratios,
         "ratios_c_paused_worker_over_b": ratios_paused,
         "ratios_c_over_b_thin_client": ratios_thin,
+        "ratios_floor_over_b": ratios_floor,
         "added_p50_ms_c_minus_a_at_1": added,
         "goals": {
             "throughput_c_at_least_75pct_of_b": {c: r >= GOAL_RATIO for c, r in ratios.items()},
@@ -1365,7 +1410,7 @@ def print_report(report: dict[str, Any]) -> None:
         "CPU µs/req: the server measured (sandbox, passthrough, proxy); all CPU: every process of the run, "
         "the load generator included; busy %: the whole machine; others: processes not ours (% of machine)"
     )
-    for tag in ("c", "c'"):
+    for tag in ("f", "c", "c'"):
         used = _cell(cells, tag, CONCURRENCIES[-1])["cpu_us_per_request"]
         print(
             f"({tag}) at c={CONCURRENCIES[-1]}, CPU µs per request by process: "
@@ -1381,6 +1426,10 @@ def print_report(report: dict[str, Any]) -> None:
     print(
         "\n(c) / (b'), the passthrough on the proxy's own client (not a goal, for scale): "
         + ", ".join(f"c={c}: {100 * r:.0f} %" for c, r in report["ratios_c_over_b_thin_client"].items())
+    )
+    print(
+        "(f) / (b), the floor: (b') plus only the prescribed Redis work, which bounds (c) / (b): "
+        + ", ".join(f"c={c}: {100 * r:.0f} %" for c, r in report["ratios_floor_over_b"].items())
     )
     b_minus_a = _cell(cells, "b", 1)["p50_ms"] - _cell(cells, "a", 1)["p50_ms"]
     print(
