@@ -1056,40 +1056,14 @@ def run(args: argparse.Namespace, work: Path, children: Children, embedded: list
 
     py = sys.executable
     children.start("sandbox", [py, __file__, "_sandbox", str(ports["sandbox"])], env)
-    upstream = ["--upstream", f"{sandbox}/anthropic"]
-    children.start(
-        "passthrough",
-        [py, str(ROOT / "bench" / "passthrough.py"), "--port", str(ports["passthrough"]), *upstream],
-        env,
-    )
-    children.start(
-        "passthrough-thin",
-        [
-            py,
-            str(ROOT / "bench" / "passthrough.py"),
-            "--port",
-            str(ports["passthrough-thin"]),
-            "--client",
-            "proxy",
-            *upstream,
-        ],
-        env,
-    )
-    children.start(
-        "passthrough-floor",
-        [
-            py,
-            str(ROOT / "bench" / "passthrough.py"),
-            "--port",
-            str(ports["passthrough-floor"]),
-            "--client",
-            "proxy",
-            "--limits",
-            redis_url,
-            *upstream,
-        ],
-        env,
-    )
+    passthrough = [py, str(ROOT / "bench" / "passthrough.py"), "--upstream", f"{sandbox}/anthropic"]
+    thin = ["--client", "proxy"]
+    for name, options in (
+        ("passthrough", []),
+        ("passthrough-thin", thin),
+        ("passthrough-floor", [*thin, "--limits", redis_url]),
+    ):
+        children.start(name, [*passthrough, "--port", str(ports[name]), *options], env)
     serve = [py, "-m", "poindexter_cloud", "serve"]
     children.start("proxy", [*serve, "--role", "proxy", "--port", str(ports["proxy"])], env)
     children.start("worker", [*serve, "--role", "worker", "--port", str(ports["worker"])], env)
