@@ -1,15 +1,21 @@
-"""What several benchmarks need: the databases they run against, and the CPU a server process used."""
+"""What several benchmarks need: the databases they run against, the CPU a server process used, and a
+proxy-shaped usage event."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import tempfile
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import psutil
 
+from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
+from poindexter_cloud.billing.usage_buffer import UsageRecord, encode
 from poindexter_cloud.core import migrations
 from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis
 
@@ -51,3 +57,24 @@ def tree_cpu_seconds(pid: int) -> float:
     except psutil.Error:
         pass
     return total
+
+
+def usage_event(user_id: UUID, key_id: UUID, model: str, usage: TokenUsage) -> bytes:
+    """A proxy-shaped usage event for one answered request, encoded as the proxy sends it to Redis."""
+    record = UsageRecord(
+        request_id=uuid.uuid4().hex,
+        attempt=0,
+        user_id=user_id,
+        api_key_id=key_id,
+        event_type="ai_request",
+        model=model,
+        provider="anthropic-sandbox",
+        usage=usage,
+        cost_microdollars=upstream_cost_microdollars(model, usage),
+        latency_ms=1,
+        status=200,
+        estimated=False,
+        created_at_us=int(time.time() * 1_000_000),
+        price_version=PRICE_TABLE_VERSION,
+    )
+    return encode(record)

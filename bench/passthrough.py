@@ -27,7 +27,6 @@ installed, uvicorn's ``loop="auto"``).
 from __future__ import annotations
 
 import argparse
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -36,9 +35,9 @@ import aiohttp
 import uvicorn
 from redis.asyncio import Redis
 
+from bench_common import usage_event
 from poindexter_cloud.billing.plans import plan_named
-from poindexter_cloud.billing.pricing import TokenUsage
-from poindexter_cloud.billing.usage_buffer import UsageRecord, encode
+from poindexter_cloud.billing.pricing import TokenUsage, upstream_cost_microdollars
 from poindexter_cloud.core.redis_scripts import ScriptClient, Sent
 from poindexter_cloud.core.runner import uvicorn_config
 from poindexter_cloud.proxy.limits import Limiter, Reservation, limits_for
@@ -55,6 +54,8 @@ limiter: Limiter | None = None  # --limits
 
 FLOOR_STREAM = "bench:passthrough-usage"
 FLOOR_LIMITS = limits_for(plan_named("pro"), None)
+FLOOR_MODEL = "claude-sonnet-4-5"
+FLOOR_USAGE = TokenUsage(input_tokens=12, output_tokens=16)
 _principals: dict[bytes, tuple[uuid.UUID, uuid.UUID]] = {}  # x-api-key -> (key id, user id)
 
 
@@ -66,36 +67,29 @@ def _principal(api_key: bytes) -> tuple[uuid.UUID, uuid.UUID]:
     return ids
 
 
-async def _reserve(scope: dict[str, Any], body: bytes) -> Reservation:
+Held = tuple[Reservation, tuple[uuid.UUID, uuid.UUID]]  # a reservation, and its (key id, user id)
+
+
+async def _reserve(scope: dict[str, Any], body: bytes) -> Held:
+    """The request's reservation, and the (key id, user id) its ``x-api-key`` stands for."""
     assert limiter is not None
     api_key = next((value for name, value in scope["headers"] if name == b"x-api-key"), b"")
-    key_id, user_id = _principal(api_key)
-    return await limiter.reserve(key_id, user_id, FLOOR_LIMITS, len(body) // 4 + 16, 100)
+    ids = _principal(api_key)
+    return await limiter.reserve(*ids, FLOOR_LIMITS, len(body) // 4 + 16, 100), ids
 
 
-async def _settle(reservation: Reservation | None) -> Sent | None:
+async def _settle(held: Held | None) -> Sent | None:
     """Settle with a proxy-sized usage event; returns once the settle is in the kernel (or Redis replied),
     as the proxy's answer waits for no more than that. Await the result, after answering, for the reply."""
-    if reservation is None:
+    if held is None:
         return None
     assert limiter is not None
-    record = UsageRecord(
-        request_id=f"req_{uuid.uuid4().hex}",
-        attempt=0,
-        user_id=uuid.UUID(int=0),
-        api_key_id=uuid.UUID(int=1),
-        event_type="ai_request",
-        model="claude-sonnet-4-5",
-        provider="anthropic",
-        usage=TokenUsage(input_tokens=12, output_tokens=16),
-        cost_microdollars=276,
-        latency_ms=1,
-        status=200,
-        estimated=False,
-        created_at_us=int(time.time() * 1_000_000),
-        price_version="2025-11",
-    )
-    sent = limiter.settle(reservation, 28, 276, stream=FLOOR_STREAM, stream_fields={"e": encode(record)})
+    reservation, ids = held
+    key_id, user_id = ids
+    event = usage_event(user_id, key_id, FLOOR_MODEL, FLOOR_USAGE)
+    tokens = FLOOR_USAGE.input_tokens + FLOOR_USAGE.output_tokens
+    spend = upstream_cost_microdollars(FLOOR_MODEL, FLOOR_USAGE)
+    sent = limiter.settle(reservation, tokens, spend, stream=FLOOR_STREAM, stream_fields={"e": event})
     if not await sent.delivered():
         await sent
     return sent
@@ -142,21 +136,19 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if name == b"anthropic-version":
             version = value
     body = b"".join(chunks)
-    reservation = await _reserve(scope, body) if limiter is not None else None
+    held = await _reserve(scope, body) if limiter is not None else None
     headers = {
         "content-type": "application/json",
         "x-api-key": upstream_key,
         "anthropic-version": version.decode("latin-1"),
     }
     if thin is not None:
-        await _forward_thin(thin, scope, body, version, send, reservation)
+        await _forward_thin(thin, scope, body, version, send, held)
         return
     assert session is not None, "lifespan did not start"
     async with session.post(upstream + scope["path"], data=body, headers=headers) as response:
         content_type = response.headers.get("content-type", "application/json")
-        await _relay(
-            send, response.status, content_type, response.content.iter_any(), response.read, reservation
-        )
+        await _relay(send, response.status, content_type, response.content.iter_any(), response.read, held)
 
 
 async def _forward_thin(
@@ -165,7 +157,7 @@ async def _forward_thin(
     body: bytes,
     version: bytes,
     send: Any,
-    reservation: Reservation | None,
+    held: Held | None,
 ) -> None:
     headers = [
         (b"content-type", b"application/json"),
@@ -175,7 +167,7 @@ async def _forward_thin(
     response = await client.post(Target.of(upstream + scope["path"]), headers, body)
     try:
         content_type = response.headers.get("content-type", "application/json")
-        await _relay(send, response.status, content_type, response.iter_chunks(), response.read, reservation)
+        await _relay(send, response.status, content_type, response.iter_chunks(), response.read, held)
     finally:
         response.release()
 
@@ -186,7 +178,7 @@ async def _relay(
     content_type: str,
     chunks: AsyncIterator[bytes],
     read: Callable[[], Awaitable[bytes]],
-    reservation: Reservation | None,
+    held: Held | None,
 ) -> None:
     """The upstream's status and content type; an event stream chunk by chunk as it arrives, else whole.
     With ``--limits`` the answer's last bytes leave once its settle is in the kernel."""
@@ -202,7 +194,7 @@ async def _relay(
         last = b""
     else:
         last = await read()
-    sent = await _settle(reservation)
+    sent = await _settle(held)
     if not content_type.startswith(SSE):
         await send(start)
     await send({"type": "http.response.body", "body": last})

@@ -99,7 +99,7 @@ from typing import Any, TypeVar
 import aiohttp
 import psutil
 
-from bench_common import tree_cpu_seconds
+from bench_common import tree_cpu_seconds, usage_event
 from passthrough import FLOOR_STREAM
 
 HOST = "127.0.0.1"
@@ -727,8 +727,7 @@ async def stage_timings(settings: Any, keys: list[str], stream: str) -> dict[str
 
     from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
     from poindexter_cloud.billing.plans import plan_named
-    from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
-    from poindexter_cloud.billing.usage_buffer import UsageRecord, encode
+    from poindexter_cloud.billing.pricing import TokenUsage, upstream_cost_microdollars
     from poindexter_cloud.core.db import Database
     from poindexter_cloud.core.redis_scripts import ScriptClient
     from poindexter_cloud.proxy.entitlements import Entitlements
@@ -787,23 +786,9 @@ async def stage_timings(settings: Any, keys: list[str], stream: str) -> dict[str
             async def reserve_and_settle(i: int) -> None:
                 principal = principals[i % len(principals)]
                 reservation = await limiter.reserve(principal.key_id, principal.user_id, limits, 70, cost)
-                record = UsageRecord(
-                    request_id=uuid.uuid4().hex,
-                    attempt=0,
-                    user_id=principal.user_id,
-                    api_key_id=principal.key_id,
-                    event_type="ai_request",
-                    model=MODEL,
-                    provider="anthropic-sandbox",
-                    usage=used,
-                    cost_microdollars=upstream_cost_microdollars(MODEL, used),
-                    latency_ms=1,
-                    status=200,
-                    estimated=False,
-                    created_at_us=int(time.time() * 1_000_000),
-                    price_version=PRICE_TABLE_VERSION,
-                )
-                await limiter.settle(reservation, 21, record.cost_microdollars, stream, {"e": encode(record)})
+                event = usage_event(principal.user_id, principal.key_id, MODEL, used)
+                spent = upstream_cost_microdollars(MODEL, used)
+                await limiter.settle(reservation, 21, spent, stream, {"e": event})
 
             return reserve_and_settle
 
