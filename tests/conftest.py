@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import google_auth_httplib2
+import httplib2
 import httpx
 import psycopg
 import pytest
@@ -243,6 +245,22 @@ async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -
 
 
 # --- billing: the web role receiving the sandbox Stripe's webhooks -------------------------------------
+
+
+async def google_call(request: Any) -> Any:
+    """Runs a google-api-python-client request on a connection of its own, as our adapter does.
+
+    A built service shares one ``httplib2.Http``, which is not thread-safe and keeps its connection
+    alive between calls; the sandbox closes idle connections, so a later call could write to a socket
+    the server had just closed (BrokenPipeError) on a slow machine.
+    """
+    shared = request.http
+    if isinstance(shared, google_auth_httplib2.AuthorizedHttp):
+        fresh = httplib2.Http(timeout=shared.http.timeout)
+        http: Any = google_auth_httplib2.AuthorizedHttp(shared.credentials, http=fresh)
+    else:
+        http = httplib2.Http(timeout=shared.timeout)
+    return await asyncio.to_thread(request.execute, http=http)
 
 
 class LateApp:

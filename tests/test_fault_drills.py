@@ -49,6 +49,7 @@ import telnyx
 from google.oauth2 import service_account
 from googleapiclient.discovery import build
 
+from conftest import google_call
 from drills_system import DrillSystem
 from poindexter_cloud.billing import catalog
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
@@ -317,7 +318,7 @@ class Ledger:
                 client_options={"api_endpoint": f"{self.system.sandbox_url}/google/"},
             )
         request = self.directory.users().list(domain=WORKSPACE_DOMAIN, maxResults=500)
-        page = await asyncio.to_thread(request.execute)
+        page = await google_call(request)
         assert not page.get("nextPageToken"), "more Workspace users than one page"
         return Counter(
             external["value"]

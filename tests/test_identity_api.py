@@ -27,7 +27,7 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from sqlalchemy import func, select, update
 
-from conftest import Billing, RunningServer, eventually
+from conftest import Billing, RunningServer, eventually, google_call
 from poindexter_cloud.billing import usage_sync
 from poindexter_cloud.billing.models import Subscription, UsageEvent, UsageMonthly
 from poindexter_cloud.client import DexClient, PoindexterError, upload
@@ -105,12 +105,8 @@ class Env:
             "name": {"givenName": "Ada", "familyName": "Friend"},
             "password": "x" * 12,
         }
-        await asyncio.to_thread(self.w.directory.users().insert(body=body).execute)
+        await google_call(self.w.directory.users().insert(body=body))
         return address
-
-
-async def run(request: Any) -> Any:
-    return await asyncio.to_thread(request.execute)
 
 
 @pytest.fixture(scope="module")
@@ -288,9 +284,9 @@ async def test_an_email_sent_arrives_in_the_recipients_mailbox_as_a_proper_mime_
     body = sent.json()
     gmail = env.gmail(friend)
     # (By subject: the sandbox's search does not read ``rfc822msgid:``, whose name has digits.)
-    found = await run(gmail.users().messages().list(userId="me", q=f"subject:{tag}"))
+    found = await google_call(gmail.users().messages().list(userId="me", q=f"subject:{tag}"))
     [item] = found["messages"]
-    raw = await run(gmail.users().messages().get(userId="me", id=item["id"], format="raw"))
+    raw = await google_call(gmail.users().messages().get(userId="me", id=item["id"], format="raw"))
     message = mime(base64.urlsafe_b64decode(raw["raw"] + "=" * (-len(raw["raw"]) % 4)))
     assert message["From"] == f"Dex Assistant <{dex.email}>"
     assert message["To"] == f"Ada Friend <{friend}>" and message["Cc"] == "outside@example.org"
@@ -305,7 +301,9 @@ async def test_an_email_sent_arrives_in_the_recipients_mailbox_as_a_proper_mime_
     assert attachment.get_filename() == "report.pdf" and attachment.get_content_type() == "application/pdf"
     assert attachment.get_content() == pdf
     # The Bcc recipient got it too, without seeing the Bcc; the outside address left through Google.
-    hidden_copy = await run(env.gmail(hidden).users().messages().list(userId="me", q=f"subject:{tag}"))
+    hidden_copy = await google_call(
+        env.gmail(hidden).users().messages().list(userId="me", q=f"subject:{tag}")
+    )
     assert len(hidden_copy["messages"]) == 1
     outbound = (
         await env.sandbox.get("/google/_control/outbound", params={"to": "outside@example.org"})
@@ -342,8 +340,8 @@ async def test_an_email_with_a_nine_megabyte_attachment_arrives_whole(env: Env, 
         await resources.close()
     assert sent.status_code == 201, sent.text
     gmail = env.gmail(friend)
-    [item] = (await run(gmail.users().messages().list(userId="me", q=f"subject:{tag}")))["messages"]
-    raw = await run(gmail.users().messages().get(userId="me", id=item["id"], format="raw"))
+    [item] = (await google_call(gmail.users().messages().list(userId="me", q=f"subject:{tag}")))["messages"]
+    raw = await google_call(gmail.users().messages().get(userId="me", id=item["id"], format="raw"))
     message = mime(base64.urlsafe_b64decode(raw["raw"] + "=" * (-len(raw["raw"]) % 4)))
     [attachment] = message.iter_attachments()
     assert attachment.get_filename() == "scan.bin" and attachment.get_content() == scan
@@ -449,11 +447,11 @@ async def test_an_event_is_created_moved_and_deleted_across_time_zones(env: Env,
     )
     assert made.status_code == 201, made.text
     event = made.json()
-    stored = await run(calendar.events().get(calendarId="primary", eventId=event["id"]))
+    stored = await google_call(calendar.events().get(calendarId="primary", eventId=event["id"]))
     assert instant_of(stored["start"]["dateTime"]) == datetime(2026, 3, 8, 4, 30, tzinfo=UTC)
     assert stored["start"]["timeZone"] == "America/New_York"
     assert [(a["email"], a["responseStatus"]) for a in stored["attendees"]] == [(friend, "needsAction")]
-    invited = await run(env.gmail(friend).users().messages().list(userId="me", q="Call with Ada"))
+    invited = await google_call(env.gmail(friend).users().messages().list(userId="me", q="Call with Ada"))
     assert invited.get("messages"), "the attendee got no invitation"
 
     tokyo = (
@@ -485,7 +483,7 @@ async def test_an_event_is_created_moved_and_deleted_across_time_zones(env: Env,
         },
     )
     assert moved.status_code == 200, moved.text
-    stored = await run(
+    stored = await google_call(
         calendar.events().get(calendarId="primary", eventId=event["id"], timeZone="America/New_York")
     )
     assert instant_of(stored["start"]["dateTime"]) == datetime(2026, 3, 8, 14, 0, tzinfo=UTC)
@@ -498,7 +496,7 @@ async def test_an_event_is_created_moved_and_deleted_across_time_zones(env: Env,
     error_of(backwards, 400, "invalid_time_range")  # Google finds the range empty; we say so in our words
 
     assert (await dex.api.delete(f"/v1/calendar/events/{event['id']}")).status_code == 204
-    gone = await run(calendar.events().get(calendarId="primary", eventId=event["id"]))
+    gone = await google_call(calendar.events().get(calendarId="primary", eventId=event["id"]))
     assert gone["status"] == "cancelled"
     after = (await dex.api.get("/v1/calendar/events", params={"start": "2026-03-08T00:00:00Z"})).json()
     assert event["id"] not in [e["id"] for e in after["events"]]

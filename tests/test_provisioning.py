@@ -29,7 +29,7 @@ from google.oauth2 import service_account
 from googleapiclient.discovery import build
 from sqlalchemy import func, select, update
 
-from conftest import Billing, RunningServer, eventually
+from conftest import Billing, RunningServer, eventually, google_call
 from poindexter_cloud.accounts.models import User
 from poindexter_cloud.billing import service as billing_service
 from poindexter_cloud.billing.models import Subscription, UsageEvent
@@ -67,7 +67,7 @@ class World:
     profile_id: str
 
     async def directory_call(self, request: Any) -> Any:
-        return await asyncio.to_thread(request.execute)
+        return await google_call(request)
 
     async def workspace_users(self, email: str) -> list[dict[str, Any]]:
         page = await self.directory_call(

@@ -2,7 +2,7 @@
 google-api-python-client); httpx only for the sandbox's ``/_control`` endpoints.
 
 The SDK is synchronous and the sandbox serves from this test's event loop, so every SDK call runs in a
-thread (``await call(request)``), as our adapters will run it.
+thread (``await google_call(request)``), as our adapters will run it.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 from googleapiclient.http import MediaInMemoryUpload
 
-from conftest import RunningServer
+from conftest import RunningServer, google_call
 from poindexter_cloud.integrations.google import upload_on
 
 DOMAIN = "dex.sandbox.test"
@@ -83,10 +83,6 @@ def loopback_only() -> Iterator[None]:
 # ------------------------------------------------------------------------------------ fixtures
 
 
-async def call(request: Any) -> Any:
-    return await asyncio.to_thread(request.execute)
-
-
 class Workspace:
     """The sandbox's Google Workspace as our service sees it: a service-account key and SDK clients."""
 
@@ -134,7 +130,7 @@ class Workspace:
             "password": "a long sandbox passphrase",
             "changePasswordAtNextLogin": False,
         }
-        user: dict[str, Any] = await call(self.directory().users().insert(body=body))
+        user: dict[str, Any] = await google_call(self.directory().users().insert(body=body))
         return user
 
 
@@ -199,7 +195,7 @@ async def test_token_grant_with_delegation_and_refused_assertions(google: Worksp
 
     readonly = google.gmail(ADMIN, scopes=[f"{AUTH}gmail.readonly"])
     with pytest.raises(HttpError) as failure:
-        await call(readonly.users().messages().send(userId="me", body={"raw": "eA=="}))
+        await google_call(readonly.users().messages().send(userId="me", body={"raw": "eA=="}))
     assert failure.value.status_code == 403
     assert error_of(failure)["errors"][0]["reason"] == "insufficientPermissions"
 
@@ -213,7 +209,7 @@ async def test_token_grant_with_delegation_and_refused_assertions(google: Worksp
     request = anonymous.users().getProfile(userId="me")
     request.headers["authorization"] = "Bearer ya29.not-issued-here"
     with pytest.raises(HttpError) as failure:
-        await call(request)
+        await google_call(request)
     assert failure.value.status_code == 401
     assert failure.value.resp["www-authenticate"].startswith("Bearer")
     assert error_of(failure)["status"] == "UNAUTHENTICATED"
@@ -232,14 +228,16 @@ async def test_directory_users_insert_list_suspend_delete(google: Workspace) -> 
     assert error_of(failure)["message"] == "Entity already exists."
     assert error_of(failure)["errors"][0]["reason"] == "duplicate"
 
-    fetched = await call(users.get(userKey=created["id"]))
+    fetched = await google_call(users.get(userKey=created["id"]))
     assert fetched["primaryEmail"] == DEX_A and fetched["name"]["fullName"] == "Dex dex-abc"
     for index in range(3):
         await google.add_user(f"dex-{index}@{DOMAIN}", given="Robot")
     seen: list[str] = []
     token = None
     while True:
-        page = await call(users.list(domain=DOMAIN, query="givenName:Robot", maxResults=2, pageToken=token))
+        page = await google_call(
+            users.list(domain=DOMAIN, query="givenName:Robot", maxResults=2, pageToken=token)
+        )
         seen += [u["primaryEmail"] for u in page["users"]]
         token = page.get("nextPageToken")
         if token is None:
@@ -247,31 +245,31 @@ async def test_directory_users_insert_list_suspend_delete(google: Workspace) -> 
     assert seen == [f"dex-{i}@{DOMAIN}" for i in range(3)]
 
     dex = google.gmail(DEX_A)
-    assert (await call(dex.users().getProfile(userId="me")))["emailAddress"] == DEX_A
-    suspended = await call(users.patch(userKey=DEX_A, body={"suspended": True}))
+    assert (await google_call(dex.users().getProfile(userId="me")))["emailAddress"] == DEX_A
+    suspended = await google_call(users.patch(userKey=DEX_A, body={"suspended": True}))
     assert suspended["suspended"] is True
     with pytest.raises(RefreshError, match="Invalid email or User ID"):
-        await call(google.gmail(DEX_A).users().getProfile(userId="me"))
-    restored = await call(users.update(userKey=DEX_A, body={"suspended": False}))
+        await google_call(google.gmail(DEX_A).users().getProfile(userId="me"))
+    restored = await google_call(users.update(userKey=DEX_A, body={"suspended": False}))
     assert restored["suspended"] is False
-    assert (await call(google.gmail(DEX_A).users().getProfile(userId="me")))["emailAddress"] == DEX_A
+    assert (await google_call(google.gmail(DEX_A).users().getProfile(userId="me")))["emailAddress"] == DEX_A
 
     # A refused change changes nothing, not even the parts of it that were valid.
     for refused in ({"primaryEmail": f"renamed@{DOMAIN}", "name": {"givenName": ""}}, {"emails": 1}):
         with pytest.raises(HttpError) as failure:
-            await call(users.patch(userKey=DEX_A, body=refused))
+            await google_call(users.patch(userKey=DEX_A, body=refused))
         assert failure.value.status_code == 400
-    unchanged = await call(users.get(userKey=created["id"]))
+    unchanged = await google_call(users.get(userKey=created["id"]))
     assert (unchanged["primaryEmail"], unchanged["name"]["givenName"]) == (DEX_A, "Dex")
     assert "aliases" not in unchanged
 
     with pytest.raises(HttpError) as failure:
-        await call(google.directory(DEX_A).users().get(userKey=ADMIN))
+        await google_call(google.directory(DEX_A).users().get(userKey=ADMIN))
     assert failure.value.status_code == 403
 
-    await call(users.delete(userKey=DEX_A))
+    await google_call(users.delete(userKey=DEX_A))
     with pytest.raises(HttpError) as failure:
-        await call(users.get(userKey=DEX_A))
+        await google_call(users.get(userKey=DEX_A))
     assert failure.value.status_code == 404
 
 
@@ -290,13 +288,13 @@ async def test_gmail_delivers_between_mailboxes_with_bodies_and_attachment(googl
     message.add_alternative("<p>HTML <b>words</b> for you.</p>", subtype="html")
     message.add_attachment(PDF, maintype="application", subtype="pdf", filename="report.pdf")
     sender = google.gmail(DEX_A)
-    sent = await call(sender.users().messages().send(userId="me", body={"raw": raw_message(message)}))
+    sent = await google_call(sender.users().messages().send(userId="me", body={"raw": raw_message(message)}))
     assert sent["labelIds"] == ["SENT"]
 
     reader = google.gmail(DEX_B).users().messages()
-    listed = await call(reader.list(userId="me", labelIds=["INBOX"]))
+    listed = await google_call(reader.list(userId="me", labelIds=["INBOX"]))
     assert len(listed["messages"]) == 1 and listed["resultSizeEstimate"] == 1
-    full = await call(reader.get(userId="me", id=listed["messages"][0]["id"], format="full"))
+    full = await google_call(reader.get(userId="me", id=listed["messages"][0]["id"], format="full"))
     assert {"INBOX", "UNREAD"} <= set(full["labelIds"])
     assert full["snippet"] == "Plain words for you."
     headers = headers_of(full["payload"])
@@ -311,27 +309,27 @@ async def test_gmail_delivers_between_mailboxes_with_bodies_and_attachment(googl
     )  # Gmail keeps CRLF
     assert html["mimeType"] == "text/html" and b"<b>words</b>" in data_of(html)
     assert attachment["filename"] == "report.pdf" and attachment["body"]["size"] == len(PDF)
-    fetched = await call(
+    fetched = await google_call(
         reader.attachments().get(userId="me", messageId=full["id"], id=attachment["body"]["attachmentId"])
     )
     assert base64.urlsafe_b64decode(fetched["data"]) == PDF
 
-    metadata = await call(
+    metadata = await google_call(
         reader.get(userId="me", id=full["id"], format="metadata", metadataHeaders=["Subject"])
     )
     assert metadata["payload"]["headers"] == [{"name": "Subject", "value": "Quarterly report"}]
-    raw = await call(reader.get(userId="me", id=full["id"], format="raw"))
+    raw = await google_call(reader.get(userId="me", id=full["id"], format="raw"))
     assert b"Subject: Quarterly report" in base64.urlsafe_b64decode(raw["raw"])
-    minimal = await call(reader.get(userId="me", id=full["id"], format="minimal"))
+    minimal = await google_call(reader.get(userId="me", id=full["id"], format="minimal"))
     assert "payload" not in minimal and minimal["threadId"] == full["threadId"]
 
     outbound = (await google.control.get("/outbound")).json()["messages"]
     assert [(m["from"], m["to"], m["subject"]) for m in outbound] == [
         (DEX_A, "carol@example.org", "Quarterly report")
     ]
-    profile = await call(sender.users().getProfile(userId="me"))
+    profile = await google_call(sender.users().getProfile(userId="me"))
     assert profile["messagesTotal"] == 1
-    labels = await call(sender.users().labels().list(userId="me"))
+    labels = await google_call(sender.users().labels().list(userId="me"))
     assert {"INBOX", "SENT", "TRASH", "UNREAD"} <= {label["id"] for label in labels["labels"]}
 
 
@@ -341,24 +339,24 @@ async def test_gmail_thread_replies(google: Workspace) -> None:
     first = EmailMessage()
     first["To"], first["Subject"] = DEX_B, "Lunch?"
     first.set_content("Noon?")
-    sent = await call(
+    sent = await google_call(
         google.gmail(DEX_A).users().messages().send(userId="me", body={"raw": raw_message(first)})
     )
 
     replier = google.gmail(DEX_B).users().messages()
-    received = (await call(replier.list(userId="me")))["messages"][0]
-    original = await call(replier.get(userId="me", id=received["id"], format="metadata"))
+    received = (await google_call(replier.list(userId="me")))["messages"][0]
+    original = await google_call(replier.get(userId="me", id=received["id"], format="metadata"))
     message_id = headers_of(original["payload"])["Message-ID"]
     reply = EmailMessage()
     reply["To"], reply["Subject"] = DEX_A, "Re: Lunch?"
     reply["In-Reply-To"] = reply["References"] = message_id
     reply.set_content("Noon works.")
     body = {"raw": raw_message(reply), "threadId": received["threadId"]}
-    answered = await call(replier.send(userId="me", body=body))
+    answered = await google_call(replier.send(userId="me", body=body))
     assert answered["threadId"] == received["threadId"]
 
     mailbox = google.gmail(DEX_A).users().messages()
-    thread = await call(mailbox.list(userId="me", q="lunch"))
+    thread = await google_call(mailbox.list(userId="me", q="lunch"))
     assert {m["threadId"] for m in thread["messages"]} == {sent["threadId"]}
     assert len(thread["messages"]) == 2
 
@@ -375,10 +373,10 @@ async def test_gmail_send_as_an_upload_alone_or_with_its_thread(google: Workspac
 
     sender = google.gmail(DEX_A).users().messages()
     media = MediaInMemoryUpload(first.as_bytes(), mimetype="message/rfc822")
-    sent = await call(on_sandbox(sender.send(userId="me", media_body=media)))  # uploadType=media
-    received = (await call(google.gmail(DEX_B).users().messages().list(userId="me")))["messages"]
+    sent = await google_call(on_sandbox(sender.send(userId="me", media_body=media)))  # uploadType=media
+    received = (await google_call(google.gmail(DEX_B).users().messages().list(userId="me")))["messages"]
     assert len(received) == 1  # in a thread of the recipient's own
-    full = await call(google.gmail(DEX_B).users().messages().get(userId="me", id=received[0]["id"]))
+    full = await google_call(google.gmail(DEX_B).users().messages().get(userId="me", id=received[0]["id"]))
     assert full["sizeEstimate"] > 6_000_000 and headers_of(full["payload"])["Subject"] == "Plans"
 
     more = EmailMessage()
@@ -386,7 +384,7 @@ async def test_gmail_send_as_an_upload_alone_or_with_its_thread(google: Workspac
     more.set_content("And the rest.")
     media = MediaInMemoryUpload(more.as_bytes(), mimetype="message/rfc822")
     body = {"threadId": sent["threadId"]}  # uploadType=multipart: this metadata, then the message
-    followed = await call(on_sandbox(sender.send(userId="me", body=body, media_body=media)))
+    followed = await google_call(on_sandbox(sender.send(userId="me", body=body, media_body=media)))
     assert followed["threadId"] == sent["threadId"] and followed["id"] != sent["id"]
 
 
@@ -418,7 +416,7 @@ async def test_gmail_inbound_mail_search_and_paging(google: Workspace) -> None:
     messages = google.gmail(DEX_A).users().messages()
 
     async def ids(**params: Any) -> list[str]:
-        found = await call(messages.list(userId="me", **params))
+        found = await google_call(messages.list(userId="me", **params))
         return [m["id"] for m in found.get("messages", [])]
 
     assert await ids(q="from:alice@example.org has:attachment") == [injected[2]]
@@ -431,7 +429,7 @@ async def test_gmail_inbound_mail_search_and_paging(google: Workspace) -> None:
     paged: list[str] = []
     token = None
     for _ in range(3):
-        page = await call(
+        page = await google_call(
             messages.list(userId="me", labelIds=["INBOX", "UNREAD"], maxResults=2, pageToken=token)
         )
         paged += [m["id"] for m in page["messages"]]
@@ -446,15 +444,17 @@ async def test_gmail_trash_untrash_delete(google: Workspace) -> None:
     delivered = (await google.control.post("/inbound", json={"to": DEX_A, "subject": "Old news"})).json()
     message_id = delivered["delivered"][0]["id"]
     messages = google.gmail(DEX_A).users().messages()
-    trashed = await call(messages.trash(userId="me", id=message_id))
+    trashed = await google_call(messages.trash(userId="me", id=message_id))
     assert "TRASH" in trashed["labelIds"] and "INBOX" not in trashed["labelIds"]
-    assert "messages" not in await call(messages.list(userId="me", q="old news"))
-    assert (await call(messages.list(userId="me", labelIds=["TRASH"])))["messages"][0]["id"] == message_id
-    restored = await call(messages.untrash(userId="me", id=message_id))
+    assert "messages" not in await google_call(messages.list(userId="me", q="old news"))
+    assert (await google_call(messages.list(userId="me", labelIds=["TRASH"])))["messages"][0][
+        "id"
+    ] == message_id
+    restored = await google_call(messages.untrash(userId="me", id=message_id))
     assert "INBOX" in restored["labelIds"] and "TRASH" not in restored["labelIds"]
-    await call(messages.delete(userId="me", id=message_id))
+    await google_call(messages.delete(userId="me", id=message_id))
     with pytest.raises(HttpError) as failure:
-        await call(messages.get(userId="me", id=message_id))
+        await google_call(messages.get(userId="me", id=message_id))
     assert failure.value.status_code == 404
     assert error_of(failure)["status"] == "NOT_FOUND"
 
@@ -465,14 +465,14 @@ async def test_delegation_refused_across_users(google: Workspace) -> None:
     delivered = (await google.control.post("/inbound", json={"to": DEX_B, "subject": "For B only"})).json()
     dex_a = google.gmail(DEX_A).users()
     with pytest.raises(HttpError) as failure:
-        await call(dex_a.messages().list(userId=DEX_B))
+        await google_call(dex_a.messages().list(userId=DEX_B))
     assert failure.value.status_code == 403
     assert error_of(failure)["message"] == f"Delegation denied for {DEX_A}"
     with pytest.raises(HttpError) as failure:
-        await call(dex_a.messages().get(userId="me", id=delivered["delivered"][0]["id"]))
+        await google_call(dex_a.messages().get(userId="me", id=delivered["delivered"][0]["id"]))
     assert failure.value.status_code == 404
     with pytest.raises(HttpError) as failure:
-        await call(google.calendar(DEX_A).events().list(calendarId=DEX_B))
+        await google_call(google.calendar(DEX_A).events().list(calendarId=DEX_B))
     assert failure.value.status_code == 404
 
 
@@ -491,14 +491,14 @@ def timed(start: str, end: str, zone: str, summary: str, **fields: Any) -> dict[
 async def test_calendar_times_across_zones(google: Workspace) -> None:
     await google.add_user(DEX_A)
     events = google.calendar(DEX_A).events()
-    late = await call(
+    late = await google_call(
         events.insert(
             calendarId="primary",
             body=timed("2024-03-01T23:30:00", "2024-03-02T00:30:00", "America/Los_Angeles", "Late call"),
         )
     )
     assert late["start"] == {"dateTime": "2024-03-02T07:30:00Z", "timeZone": "America/Los_Angeles"}
-    dst = await call(
+    dst = await google_call(
         events.insert(
             calendarId="primary",
             body=timed(
@@ -506,7 +506,7 @@ async def test_calendar_times_across_zones(google: Workspace) -> None:
             ),
         )
     )
-    holiday = await call(
+    holiday = await google_call(
         events.insert(
             calendarId="primary",
             body={"summary": "Holiday", "start": {"date": "2024-03-04"}, "end": {"date": "2024-03-05"}},
@@ -514,7 +514,7 @@ async def test_calendar_times_across_zones(google: Workspace) -> None:
     )
 
     async def summaries(**params: Any) -> list[str]:
-        listed = await call(
+        listed = await google_call(
             events.list(calendarId="primary", singleEvents=True, orderBy="startTime", **params)
         )
         return [e["summary"] for e in listed["items"]]
@@ -533,17 +533,17 @@ async def test_calendar_times_across_zones(google: Workspace) -> None:
     assert await summaries(timeMin="2024-03-05T05:00:00+05:00", timeMax="2024-03-06T00:00:00+05:00") == []
     assert await summaries(timeMin="2024-03-10T13:30:00Z", timeMax="2024-03-10T14:00:00Z") == ["After DST"]
 
-    tokyo = await call(events.list(calendarId="primary", timeZone="Asia/Tokyo"))
+    tokyo = await google_call(events.list(calendarId="primary", timeZone="Asia/Tokyo"))
     shown = {e["summary"]: e["start"] for e in tokyo["items"]}
     assert shown["Late call"] == {"dateTime": "2024-03-02T16:30:00+09:00", "timeZone": "America/Los_Angeles"}
     assert shown["Holiday"] == {"date": "2024-03-04"}
-    fetched = await call(events.get(calendarId="primary", eventId=dst["id"], timeZone="Europe/Paris"))
+    fetched = await google_call(events.get(calendarId="primary", eventId=dst["id"], timeZone="Europe/Paris"))
     assert fetched["start"]["dateTime"] == "2024-03-10T14:00:00+01:00"
     assert fetched["end"]["dateTime"] == "2024-03-10T15:00:00+01:00"
     assert holiday["end"] == {"date": "2024-03-05"}
 
     with pytest.raises(HttpError) as failure:
-        await call(
+        await google_call(
             events.insert(
                 calendarId="primary",
                 body=timed("2024-03-05T10:00:00Z", "2024-03-05T09:00:00Z", "UTC", "Backwards"),
@@ -560,16 +560,16 @@ async def test_calendar_times_across_zones(google: Workspace) -> None:
         "locationType": "parameter",
     }
     with pytest.raises(HttpError) as failure:
-        await call(
+        await google_call(
             events.list(calendarId="primary", timeMin="2024-03-05T00:00:00Z", timeMax="2024-03-04T00:00:00Z")
         )
     assert failure.value.status_code == 400
     with pytest.raises(HttpError) as failure:
-        await call(events.list(calendarId="primary", orderBy="startTime"))
+        await google_call(events.list(calendarId="primary", orderBy="startTime"))
     assert failure.value.status_code == 400
     with pytest.raises(HttpError) as failure:
         bad_status = {**timed("2024-03-05T09:00:00Z", "2024-03-05T10:00:00Z", "UTC", "?"), "status": ["x"]}
-        await call(events.insert(calendarId="primary", body=bad_status))
+        await google_call(events.insert(calendarId="primary", body=bad_status))
     assert error_of(failure)["message"] == "Invalid event status."
 
 
@@ -590,13 +590,15 @@ async def test_calendar_update_patch_move_delete_and_invitations(google: Workspa
             {"email": "guest@example.org", "displayName": "Guest"},
         ],
     )
-    event = await call(events.insert(calendarId="primary", body=body, sendUpdates="all"))
+    event = await google_call(events.insert(calendarId="primary", body=body, sendUpdates="all"))
     assert event["organizer"] == {"email": DEX_A, "self": True}
     assert [(a["email"], a["responseStatus"]) for a in event["attendees"]] == [
         (DEX_B, "accepted"),
         ("guest@example.org", "needsAction"),
     ]
-    invitation = await call(google.gmail(DEX_B).users().messages().list(userId="me", q="subject:invitation"))
+    invitation = await google_call(
+        google.gmail(DEX_B).users().messages().list(userId="me", q="subject:invitation")
+    )
     assert len(invitation["messages"]) == 1
     outbound = (await google.control.get("/outbound", params={"to": "guest@example.org"})).json()["messages"]
     assert outbound[0]["subject"].startswith("Invitation: Planning @ ")
@@ -604,11 +606,11 @@ async def test_calendar_update_patch_move_delete_and_invitations(google: Workspa
     invite = next(part for part in sent.walk() if part.get_filename() == "invite.ics")
     assert b"METHOD:REQUEST" in invite.get_payload(decode=True)
 
-    patched = await call(
+    patched = await google_call(
         events.patch(calendarId="primary", eventId=event["id"], body={"summary": "Planning v2"})
     )
     assert (patched["summary"], patched["location"], patched["sequence"]) == ("Planning v2", "Room 1", 1)
-    replaced = await call(
+    replaced = await google_call(
         events.update(
             calendarId="primary",
             eventId=event["id"],
@@ -618,21 +620,25 @@ async def test_calendar_update_patch_move_delete_and_invitations(google: Workspa
     assert "description" not in replaced and "attendees" not in replaced
     assert replaced["start"]["dateTime"] == "2024-05-06T10:00:00Z"
 
-    team = await call(calendar.calendars().insert(body={"summary": "Team", "timeZone": "Europe/Berlin"}))
-    moved = await call(events.move(calendarId="primary", eventId=event["id"], destination=team["id"]))
+    team = await google_call(
+        calendar.calendars().insert(body={"summary": "Team", "timeZone": "Europe/Berlin"})
+    )
+    moved = await google_call(events.move(calendarId="primary", eventId=event["id"], destination=team["id"]))
     assert moved["organizer"] == {"email": team["id"], "displayName": "Team", "self": True}
     assert moved["start"]["dateTime"] == "2024-05-06T12:00:00+02:00"
-    assert (await call(events.get(calendarId="primary", eventId=event["id"])))["status"] == "cancelled"
-    assert (await call(events.get(calendarId=team["id"], eventId=event["id"])))["summary"] == "Planning v3"
+    assert (await google_call(events.get(calendarId="primary", eventId=event["id"])))["status"] == "cancelled"
+    assert (await google_call(events.get(calendarId=team["id"], eventId=event["id"])))[
+        "summary"
+    ] == "Planning v3"
 
-    await call(events.delete(calendarId=team["id"], eventId=event["id"]))
-    deleted = await call(events.get(calendarId=team["id"], eventId=event["id"]))
+    await google_call(events.delete(calendarId=team["id"], eventId=event["id"]))
+    deleted = await google_call(events.get(calendarId=team["id"], eventId=event["id"]))
     assert deleted["status"] == "cancelled"
-    assert (await call(events.list(calendarId=team["id"])))["items"] == []
-    shown = await call(events.list(calendarId=team["id"], showDeleted=True))
+    assert (await google_call(events.list(calendarId=team["id"])))["items"] == []
+    shown = await google_call(events.list(calendarId=team["id"], showDeleted=True))
     assert [e["id"] for e in shown["items"]] == [event["id"]]
     with pytest.raises(HttpError) as failure:
-        await call(events.delete(calendarId=team["id"], eventId=event["id"]))
+        await google_call(events.delete(calendarId=team["id"], eventId=event["id"]))
     assert failure.value.status_code == 410
     assert error_of(failure) == {
         "code": 410,
@@ -647,12 +653,12 @@ async def test_calendar_paging_and_sync(google: Workspace) -> None:
     created = []
     for day in (5, 3, 1, 4, 2):
         body = timed(f"2024-06-0{day}T09:00:00Z", f"2024-06-0{day}T10:00:00Z", "UTC", f"Day {day}")
-        created.append(await call(events.insert(calendarId="primary", body=body)))
+        created.append(await google_call(events.insert(calendarId="primary", body=body)))
     seen: list[str] = []
     token = None
     pages = 0
     while True:
-        page = await call(
+        page = await google_call(
             events.list(
                 calendarId="primary", singleEvents=True, orderBy="startTime", maxResults=2, pageToken=token
             )
@@ -664,19 +670,21 @@ async def test_calendar_paging_and_sync(google: Workspace) -> None:
             sync_token = page["nextSyncToken"]
             break
     assert (pages, seen) == (3, [f"Day {d}" for d in range(1, 6)])
-    assert [e["summary"] for e in (await call(events.list(calendarId="primary", q="day 4")))["items"]] == [
-        "Day 4"
-    ]
+    assert [
+        e["summary"] for e in (await google_call(events.list(calendarId="primary", q="day 4")))["items"]
+    ] == ["Day 4"]
 
-    await call(events.patch(calendarId="primary", eventId=created[0]["id"], body={"summary": "Day five"}))
-    await call(events.delete(calendarId="primary", eventId=created[1]["id"]))
-    changes = await call(events.list(calendarId="primary", syncToken=sync_token))
+    await google_call(
+        events.patch(calendarId="primary", eventId=created[0]["id"], body={"summary": "Day five"})
+    )
+    await google_call(events.delete(calendarId="primary", eventId=created[1]["id"]))
+    changes = await google_call(events.list(calendarId="primary", syncToken=sync_token))
     assert [(e["id"], e["status"]) for e in changes["items"]] == [
         (created[0]["id"], "confirmed"),
         (created[1]["id"], "cancelled"),
     ]
     with pytest.raises(HttpError) as failure:
-        await call(events.list(calendarId="primary", syncToken="bm90IGEgdG9rZW4"))
+        await google_call(events.list(calendarId="primary", syncToken="bm90IGEgdG9rZW4"))
     assert failure.value.status_code == 410
 
 
@@ -688,14 +696,14 @@ async def test_injected_faults(google: Workspace) -> None:
     profile = google.gmail(DEX_A).users().getProfile(userId="me")
     assert (await google.control.post("/faults", json={"api": "gmail", "status": 503})).status_code == 200
     with pytest.raises(HttpError) as failure:
-        await call(profile)
+        await google_call(profile)
     assert failure.value.status_code == 503
     assert error_of(failure)["status"] == "UNAVAILABLE"
-    assert (await call(profile))["emailAddress"] == DEX_A
+    assert (await google_call(profile))["emailAddress"] == DEX_A
 
     await google.control.post("/faults", json={"api": "calendar", "delay_seconds": 0.5})
     impatient = google.calendar(DEX_A, http=httplib2.Http(timeout=0.2))
     with pytest.raises(TimeoutError):
-        await call(impatient.events().list(calendarId="primary"))
+        await google_call(impatient.events().list(calendarId="primary"))
     assert (await google.control.get("/faults")).json() == {"faults": []}
-    assert (await call(impatient.events().list(calendarId="primary")))["items"] == []
+    assert (await google_call(impatient.events().list(calendarId="primary")))["items"] == []
