@@ -13,8 +13,9 @@ from saq import Status
 from sqlalchemy import select, update
 
 from conftest import eventually
+from poindexter_cloud.core.embedded import free_port
 from poindexter_cloud.core.models import JobHistory
-from poindexter_cloud.core.queue import enqueue_stranded, job
+from poindexter_cloud.core.queue import JobQueue, enqueue_stranded, job
 from poindexter_cloud.core.resources import Resources
 
 RUNS: dict[str, int] = {}
@@ -97,6 +98,30 @@ async def test_a_job_committed_but_never_enqueued_is_picked_up_by_the_outbox_swe
         )
         await session.commit()
         assert await enqueue_stranded(session, resources.queue) >= 1
+    row = await eventually(lambda: finished(resources, job_id))
+    assert row.status == "completed" and RUNS[token] == 1
+
+
+async def test_a_job_committed_while_redis_is_away_still_commits_and_the_sweep_runs_it(
+    resources: Resources, worker: Any
+) -> None:
+    token = uuid.uuid4().hex
+    away = JobQueue(f"redis://127.0.0.1:{free_port()}", max_attempts=5, retry_delay_seconds=1.0)
+    try:
+        async with resources.db.unit_of_work(queue=away) as uow:
+            job_id = await uow.defer_job("flaky_job", token=token, failures=0)
+            await uow.commit()  # no error: what committed is done, and the job is safe in job_history
+    finally:
+        await away.saq.redis.aclose()  # not disconnect(): that would unsubscribe on a server never reached
+    assert (await history(resources, job_id)).status == "pending"
+    async with resources.db.sessions() as session:
+        await session.execute(
+            update(JobHistory)
+            .where(JobHistory.id == job_id)
+            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+        await session.commit()
+    await sweep(resources)
     row = await eventually(lambda: finished(resources, job_id))
     assert row.status == "completed" and RUNS[token] == 1
 

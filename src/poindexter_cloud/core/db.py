@@ -7,12 +7,14 @@ transaction and handed to the queue only after the commit succeeds (see ``core.q
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from redis.exceptions import RedisError
 from sqlalchemy import MetaData, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
@@ -21,6 +23,8 @@ from sqlalchemy.types import DateTime
 
 if TYPE_CHECKING:
     from poindexter_cloud.core.queue import JobQueue
+
+log = logging.getLogger(__name__)
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -112,7 +116,17 @@ class UnitOfWork:
         callbacks, self._after_commit = self._after_commit, []
         if self._queue is not None:
             for job_id, function, kwargs, origin in pending:
-                # A crash before this loop ends leaves rows 'pending'; the outbox sweep enqueues them later.
-                await self._queue.enqueue(job_id, function, kwargs, origin)
+                # With Redis away the job is safe in job_history: the outbox sweep enqueues a row left
+                # pending. So what committed still succeeds; failing it would make a client, or a
+                # provider's webhook, retry what is already done (and Telnyx gives up after three tries).
+                try:
+                    await self._queue.enqueue(job_id, function, kwargs, origin)
+                except (RedisError, OSError) as exc:
+                    log.warning(
+                        "job left to the outbox sweep (%s: %s)",
+                        type(exc).__name__,
+                        exc,
+                        extra={"job": function, "job_id": str(job_id)},
+                    )
         for callback in callbacks:
             await callback()
