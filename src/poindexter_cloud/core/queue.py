@@ -2,13 +2,13 @@
 
 Jobs follow a transactional outbox: ``UnitOfWork.defer_job`` writes a ``pending`` job_history row in the
 caller's transaction; after the commit the row's id becomes the SAQ job key. If the process dies between
-commit and enqueue, or Redis is away then (the commit stands, with a warning), the
-``enqueue_stranded_jobs`` cron finds the row still pending and enqueues it, and SAQ's key dedupe makes the
-second enqueue of a live job a no-op. A rolled-back transaction leaves no row, so its job never runs. The
-same cron settles a ``running`` or ``retrying`` row whose SAQ job is no longer live and whose outcome
-PostgreSQL was not told (it was down): a job SAQ completed is recorded completed, one its sweep gave up on
-(its worker kept dying) failed, and one that ran out of attempts, or whose record SAQ no longer keeps, is
-enqueued again.
+commit and enqueue, or Redis is away then (the commit stands, with a warning), the outbox sweep (the
+worker's ``core.jobs.outbox_sweep``, every 10 s) finds the row still pending and enqueues it, and SAQ's key
+dedupe makes the second enqueue of a live job a no-op. A rolled-back transaction leaves no row, so its job
+never runs. The same sweep settles a ``running`` or ``retrying`` row whose SAQ job is no longer live and whose
+outcome PostgreSQL was not told (it was down): a job SAQ completed is recorded completed, one its sweep gave
+up on (its worker kept dying) failed, and one that ran out of attempts, or whose record SAQ no longer keeps,
+is enqueued again.
 
 A running job is touched every few seconds (its heartbeat), so the job of a worker that died (SIGKILL, out
 of memory) is retried by the next sweep of a live worker, not only once its whole timeout has passed.
