@@ -19,6 +19,7 @@ from conftest import RunningServer, make_settings
 from poindexter_cloud.core.embedded import EmbeddedRedis, free_port
 from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.settings import Role
+from test_accounts import PASSWORD, new_email
 
 
 async def test_request_id_round_trips_and_is_in_the_access_log(
@@ -105,6 +106,28 @@ async def test_readyz_names_redis_while_it_is_down_and_recovers(
         assert down.json()["checks"]["postgres"] == "ok"
         stoppable_redis.start()
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_while_redis_is_down_sign_ups_succeed_and_logins_get_a_503_to_retry(
+    database_url: str, stoppable_redis: EmbeddedRedis
+) -> None:
+    settings = make_settings(database_url, stoppable_redis.url)
+    account = {"email": new_email(), "password": PASSWORD}
+    async with (
+        RunningServer(create_app(Role.WEB, settings)) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=10) as client,
+    ):
+        stoppable_redis.stop()
+        try:
+            # Stored, so done: its verification email waits in the job outbox, not in a 500.
+            assert (await client.post("/v1/auth/register", json=account)).status_code == 201
+            login = await client.post("/v1/auth/login", json=account)  # its throttle lives in Redis
+            assert login.status_code == 503
+            assert login.headers["retry-after"] == "5"
+            assert login.json()["error"]["code"] == "unavailable"
+        finally:
+            stoppable_redis.start()
+        assert (await client.post("/v1/auth/login", json=account)).status_code == 200
 
 
 def serve(role: str, database_url: str, redis_url: str) -> tuple[subprocess.Popen[bytes], str]:

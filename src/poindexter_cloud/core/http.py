@@ -19,9 +19,12 @@ from litestar.di import Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
-from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR
+from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ControllerRouterHandler
+from redis.exceptions import RedisError
 from sqlalchemy import text
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from poindexter_cloud import __version__
 from poindexter_cloud.core.db import UnitOfWork
@@ -131,6 +134,22 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
     return error_response(status, code, message, headers=exc.headers)
 
 
+# PostgreSQL or Redis unreachable (down, restarting, the pool exhausted): nothing the caller did wrong, and
+# gone in seconds, so a 503 with Retry-After, which clients and providers retry, rather than a 500.
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisError, OperationalError, InterfaceError, PoolTimeout)
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
+
+
+def _dependency_down(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
+    log.warning("a dependency is unavailable (%s: %s)", type(exc).__name__, str(exc).splitlines()[0])
+    return error_response(
+        HTTP_503_SERVICE_UNAVAILABLE,
+        "unavailable",
+        "The service is briefly unavailable. Try again in a few seconds.",
+        headers={"Retry-After": str(DEPENDENCY_RETRY_AFTER_SECONDS)},
+    )
+
+
 def _unhandled(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
     log.exception("unhandled error", exc_info=exc)
     return error_response(HTTP_500_INTERNAL_SERVER_ERROR, "internal_error", "Internal server error.")
@@ -140,6 +159,7 @@ EXCEPTION_HANDLERS: dict[type[Exception] | int, Any] = {
     AppError: _app_error,
     ValidationException: _validation_error,
     HTTPException: _http_error,
+    **dict.fromkeys(DEPENDENCY_DOWN, _dependency_down),
     Exception: _unhandled,
 }
 
