@@ -32,8 +32,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from saq import CronJob, Job, Queue, Status
+from saq import CronJob, Job, Status
 from saq.job import TERMINAL_STATUSES
+from saq.queue.redis import RedisQueue
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -49,11 +50,16 @@ STRANDED_AFTER = timedelta(seconds=30)
 UNFINISHED = ("pending", "running", "retrying")  # job_history statuses the outbox sweep looks at
 # A running job is touched every BEAT_SECONDS; one untouched for HEARTBEAT_SECONDS belongs to a dead worker,
 # and a sweep (every SWEEP_SECONDS; SAQ's default is a minute) retries it. SAQ's sweep judges the jobs of
-# one pass on what it read when the pass began and waits up to 5 s for each abort, so the margin between
-# the beat and the heartbeat keeps a pass over a few dead jobs from taking a live one for dead.
+# one pass on what it read when the pass began and waits up to ABORT_WAIT_SECONDS for each abort, so the
+# margin between the beat and the heartbeat keeps a pass over a few dead jobs from taking a live one for
+# dead.
 BEAT_SECONDS = 5
 HEARTBEAT_SECONDS = 30
 SWEEP_SECONDS = 5
+# A sweep waits this long, one stuck job after another, for the job's worker to take its abort. SAQ's 5 s
+# made a worker killed with ten jobs in flight leave the last one waiting 50 s more; a dead worker never
+# answers, and a live one checks for aborts every second (SAQ's abort timer).
+ABORT_WAIT_SECONDS = 1.5
 ORIGIN = "origin"  # the SAQ job meta key of observe.job_origin()
 MAX_RETRY_DELAY_SECONDS = 300.0
 ERROR_TEXT_LIMIT = 2000
@@ -132,13 +138,20 @@ async def record_pending_job(
     return row.id
 
 
+class _RedisQueue(RedisQueue):
+    """SAQ's Redis queue, its sweep waiting ``ABORT_WAIT_SECONDS`` for each abort instead of 5 s."""
+
+    async def sweep(self, lock: int = 60, abort: float = ABORT_WAIT_SECONDS) -> list[str]:
+        return await super().sweep(lock, abort)
+
+
 class JobQueue:
     """The SAQ queue of this deployment, plus the retry policy every job gets."""
 
     def __init__(
         self, redis_url: str, *, max_attempts: int, retry_delay_seconds: float, name: str = "poindexter"
     ) -> None:
-        self.saq = Queue.from_url(redis_url, name=name)
+        self.saq = _RedisQueue.from_url(redis_url, name=name)
         self.max_attempts = max_attempts
         self.retry_delay_seconds = retry_delay_seconds
 
