@@ -70,15 +70,20 @@ AI_PAUSE_SECONDS = 0.1  # each client's pause between requests: the load is boun
 REDIS_OUTAGE_SECONDS = 10.0
 POSTGRES_OUTAGE_SECONDS = 60.0
 BACK_SECONDS = 60.0  # the longest the roles may take to answer /readyz again
-SETTLE_SECONDS = 150.0  # the longest a drill's own work may take to settle once it is back
-QUIET_SECONDS = 30.0  # the longest the providers' last deliveries may take once every drill settled
+# The longest a drill's own work may take to settle once it is back. The next drill starts at once, so a
+# drill's recovery can sit out the next one's fault (Redis' work waits for the PostgreSQL minute), then the
+# minute crons that resume provisioning and Signal registrations, on a machine that may run at a third of
+# its speed.
+SETTLE_SECONDS = 240.0
+QUIET_SECONDS = 45.0  # the longest the providers' last deliveries (Telnyx: up to 30 s of retries) may take
 PATIENCE_SECONDS = 150.0  # a client retries a failing step this long
 
 # Stripe retries a failed delivery for days; the sandbox's default gives up after 7 s. These attempts,
 # 1 s doubling (1, 2, 4 ... 128 s apart), outlast the one-minute outage.
 STRIPE_RETRIES = {"mode": "normal", "retry_base_seconds": 1, "max_attempts": 9}
-# Telnyx tries a URL three times; spaced 2 s and 4 s apart they outlast a web role's restart.
-TELNYX_RETRIES = {"mode": "normal", "retry_base_seconds": 2}
+# Telnyx tries a URL three times; spaced 8 s and 16 s apart they outlast a web role's restart, which takes
+# 4 s on a quiet machine and three times that on a busy one.
+TELNYX_RETRIES = {"mode": "normal", "retry_base_seconds": 8}
 
 BASELINE = "baseline"  # the drill with no fault: the subscribers and AI load the others start from
 
