@@ -83,6 +83,18 @@ async def test_a_job_deferred_in_a_rolled_back_transaction_never_runs(
     assert rows == []
 
 
+async def strand(resources: Resources, job_id: uuid.UUID) -> None:
+    """Age a job's row past the outbox sweep's STRANDED_AFTER. The worker's own sweep then finds it:
+    the tests that use this never call enqueue_stranded themselves."""
+    async with resources.db.sessions() as session:
+        await session.execute(
+            update(JobHistory)
+            .where(JobHistory.id == job_id)
+            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
+        )
+        await session.commit()
+
+
 async def test_a_job_committed_but_never_enqueued_is_picked_up_by_the_outbox_sweep(
     resources: Resources, worker: Any
 ) -> None:
@@ -91,15 +103,8 @@ async def test_a_job_committed_but_never_enqueued_is_picked_up_by_the_outbox_swe
     async with resources.db.unit_of_work(queue=None) as uow:
         job_id = await uow.defer_job("flaky_job", token=token, failures=0)
         await uow.commit()
-    async with resources.db.sessions() as session:
-        await session.execute(
-            update(JobHistory)
-            .where(JobHistory.id == job_id)
-            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
-        )
-        await session.commit()
-        assert await enqueue_stranded(session, resources.queue) >= 1
-    row = await eventually(lambda: finished(resources, job_id))
+    await strand(resources, job_id)
+    row = await eventually(lambda: finished(resources, job_id), within=OUTBOX_SWEEP_SECONDS * 2)
     assert row.status == "completed" and RUNS[token] == 1
 
 
@@ -115,14 +120,7 @@ async def test_a_job_committed_while_redis_is_away_still_commits_and_the_sweep_r
     finally:
         await away.saq.redis.aclose()  # not disconnect(): that would unsubscribe on a server never reached
     assert (await history(resources, job_id)).status == "pending"
-    async with resources.db.sessions() as session:
-        await session.execute(
-            update(JobHistory)
-            .where(JobHistory.id == job_id)
-            .values(created_at=datetime.now(UTC) - timedelta(minutes=5))
-        )
-        await session.commit()
-    # The worker's own outbox sweep finds it: nobody calls enqueue_stranded here.
+    await strand(resources, job_id)
     row = await eventually(lambda: finished(resources, job_id), within=OUTBOX_SWEEP_SECONDS * 2)
     assert row.status == "completed" and RUNS[token] == 1
 
