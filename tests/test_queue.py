@@ -125,6 +125,26 @@ async def test_a_job_committed_while_redis_is_away_still_commits_and_the_sweep_r
     assert row.status == "completed" and RUNS[token] == 1
 
 
+async def test_a_stranded_job_no_version_knows_fails_and_the_others_still_run(
+    resources: Resources, worker: Any
+) -> None:
+    token = uuid.uuid4().hex
+    async with resources.db.unit_of_work(queue=None) as uow:
+        gone = await uow.defer_job("flaky_job", token=uuid.uuid4().hex, failures=0)
+        job_id = await uow.defer_job("flaky_job", token=token, failures=0)
+        await uow.session.execute(
+            update(JobHistory).where(JobHistory.id == gone).values(job_type="a_job_since_removed")
+        )
+        await uow.commit()
+    await strand(resources, gone)
+    await strand(resources, job_id)
+    row = await eventually(lambda: finished(resources, job_id), within=OUTBOX_SWEEP_SECONDS * 2)
+    assert row.status == "completed" and RUNS[token] == 1
+    removed = await eventually(lambda: finished(resources, gone), within=OUTBOX_SWEEP_SECONDS * 2)
+    assert removed.status == "failed"
+    assert removed.last_error == "no job named 'a_job_since_removed' in this version"
+
+
 async def sweep(resources: Resources) -> None:
     async with resources.db.sessions() as session:
         await enqueue_stranded(session, resources.queue)

@@ -235,6 +235,14 @@ async def enqueue_stranded(
                     .values(**_outcome(saq_job, status, _error_text(saq_job, None)))
                 )
                 continue
+        if row.job_type not in REGISTRY:  # renamed or removed since it was asked for: nothing can run it
+            log.error("stranded job of an unknown type", extra={"job": row.job_type, "job_id": str(row.id)})
+            await session.execute(
+                update(JobHistory)
+                .where(JobHistory.id == row.id)
+                .values(status="failed", last_error=f"no job named {row.job_type!r} in this version")
+            )
+            continue
         # Never enqueued, its record expired, out of attempts (to the outage itself, perhaps) or left
         # unfinished (a sweep that died between its abort and its retry): SAQ refuses a key it still holds.
         enqueued += await queue.enqueue(row.id, row.job_type, dict(row.payload), row.origin)
