@@ -151,3 +151,33 @@ async def test_messages_past_the_retention_are_deleted(
             await session.execute(select(SignalMessage.body).where(SignalMessage.identity_id == identity_id))
         ).scalars()
         assert (list(sms), list(sent), list(signal)) == (["new sms"], ["new sent sms"], ["new signal"])
+
+
+async def test_finished_job_records_past_the_retention_are_deleted_and_unfinished_ones_stay(
+    resources: Resources, worker: Any
+) -> None:
+    long_ago = datetime.now(UTC) - timedelta(days=resources.settings.job_history_retention_days + 1)
+    marker = uuid.uuid4().hex
+    # Unfinished runs of a periodic job: the outbox sweep leaves those alone, so only retention acts here.
+    kept = {("completed", False), ("running", True), ("retrying", True)}
+    async with resources.unit_of_work() as uow:
+        for status, old in {("completed", True), ("failed", True), *kept}:
+            uow.session.add(
+                JobHistory(
+                    job_type="keep_signal_alive",
+                    payload={"marker": marker, "status": status, "old": old},
+                    status=status,
+                    created_at=long_ago if old else datetime.now(UTC),
+                )
+            )
+        await uow.commit()
+
+    await run_job(resources, "drop_old_job_history")
+
+    async with resources.db.sessions() as session:
+        left = (
+            await session.execute(
+                select(JobHistory.payload).where(JobHistory.payload["marker"].astext == marker)
+            )
+        ).scalars()
+        assert {(payload["status"], payload["old"]) for payload in left} == kept

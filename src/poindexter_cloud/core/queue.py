@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from saq import CronJob, Job, Status
 from saq.job import TERMINAL_STATUSES
 from saq.queue.redis import RedisQueue
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.core.metrics import JOB_DURATION, JOBS, cached
@@ -48,6 +48,7 @@ JobFunction = Callable[..., Awaitable[Any]]
 
 STRANDED_AFTER = timedelta(seconds=30)
 UNFINISHED = ("pending", "running", "retrying")  # job_history statuses the outbox sweep looks at
+FINISHED = ("completed", "failed")
 # A running job is touched every BEAT_SECONDS; one untouched for HEARTBEAT_SECONDS belongs to a dead worker,
 # and a sweep (every SWEEP_SECONDS; SAQ's default is a minute) retries it. SAQ's sweep judges the jobs of
 # one pass on what it read when the pass began and waits up to ABORT_WAIT_SECONDS for each abort, so the
@@ -247,6 +248,15 @@ async def enqueue_stranded(
         # unfinished (a sweep that died between its abort and its retry): SAQ refuses a key it still holds.
         enqueued += await queue.enqueue(row.id, row.job_type, dict(row.payload), row.origin)
     return enqueued
+
+
+async def drop_finished_jobs_before(session: AsyncSession, cutoff: datetime) -> int:
+    """Delete the records of jobs asked for before ``cutoff`` that have finished (completed or failed);
+    the caller commits. Unfinished ones stay: the outbox sweep still needs them. Returns how many went."""
+    result = await session.execute(
+        delete(JobHistory).where(JobHistory.status.in_(FINISHED), JobHistory.created_at < cutoff)
+    )
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def _history_id(job: Job) -> uuid.UUID | None:

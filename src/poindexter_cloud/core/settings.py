@@ -304,6 +304,12 @@ class Settings:
         "25",
         help="whole months of raw usage events kept (older partitions are dropped; monthly totals stay)",
     )
+    job_history_retention_days: int = setting(
+        "JOB_HISTORY_RETENTION_DAYS",
+        _positive_int,
+        "30",
+        help="days the record of a finished job (completed or failed) is kept; unfinished ones stay",
+    )
     message_retention_days: int = setting(
         "MESSAGE_RETENTION_DAYS",
         _positive_int,
