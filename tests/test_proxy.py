@@ -616,6 +616,23 @@ async def test_while_redis_is_unreachable_the_proxy_answers_503_and_forwards_not
     assert upstream_after == upstream_before  # no upstream call, so no cost nobody is billed for
 
 
+async def test_while_postgresql_is_unreachable_a_key_no_cache_holds_gets_a_503_to_retry(
+    web: httpx.AsyncClient, resources: Resources, settings: Settings
+) -> None:
+    """A fresh proxy has no key cached, so it must ask PostgreSQL, which is away: a retryable 503 in the
+    caller's error format, not a 500."""
+    user = await subscriber(web, resources)
+    unreachable = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    async with proxy_with(settings, database_url=unreachable) as server:
+        with pytest.raises(anthropic.InternalServerError) as raised:
+            await claude(server.url, user["key"]).messages.create(
+                model=MODEL, max_tokens=16, messages=[{"role": "user", "content": "Hello"}]
+            )
+    assert raised.value.status_code == 503
+    assert raised.value.response.headers["retry-after"] == "5"
+    assert raised.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+
+
 async def hang_up(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     writer.close()  # accepts, then drops the connection without a word
 

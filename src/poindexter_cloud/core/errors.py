@@ -9,6 +9,15 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+
+# PostgreSQL or Redis unreachable (down, restarting, the pool exhausted): nothing the caller did wrong, and
+# gone in seconds, so the web role and the proxy answer 503 with Retry-After, which clients and providers
+# retry, rather than 500.
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisError, OperationalError, InterfaceError, PoolTimeout)
+DEPENDENCY_RETRY_AFTER_SECONDS = 5
 
 
 class ErrorBody(msgspec.Struct, omit_defaults=True):

@@ -21,14 +21,17 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.status_codes import HTTP_500_INTERNAL_SERVER_ERROR, HTTP_503_SERVICE_UNAVAILABLE
 from litestar.types import ControllerRouterHandler
-from redis.exceptions import RedisError
 from sqlalchemy import text
-from sqlalchemy.exc import InterfaceError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from poindexter_cloud import __version__
 from poindexter_cloud.core.db import UnitOfWork
-from poindexter_cloud.core.errors import AppError, ErrorBody, ErrorResponse
+from poindexter_cloud.core.errors import (
+    DEPENDENCY_DOWN,
+    DEPENDENCY_RETRY_AFTER_SECONDS,
+    AppError,
+    ErrorBody,
+    ErrorResponse,
+)
 from poindexter_cloud.core.logs import request_id_var
 from poindexter_cloud.core.metrics import ERRORS, cached, exposition
 from poindexter_cloud.core.observe import Observed
@@ -132,12 +135,6 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
     code = _HTTP_CODES.get(status, "error" if status < 500 else "internal_error")
     message = exc.detail if status < 500 else "Internal server error."
     return error_response(status, code, message, headers=exc.headers)
-
-
-# PostgreSQL or Redis unreachable (down, restarting, the pool exhausted): nothing the caller did wrong, and
-# gone in seconds, so a 503 with Retry-After, which clients and providers retry, rather than a 500.
-DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisError, OperationalError, InterfaceError, PoolTimeout)
-DEPENDENCY_RETRY_AFTER_SECONDS = 5
 
 
 def _dependency_down(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:

@@ -28,6 +28,7 @@ from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
 from poindexter_cloud.billing.plans import plan_named
 from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, encode, stream_for
+from poindexter_cloud.core.errors import DEPENDENCY_DOWN, DEPENDENCY_RETRY_AFTER_SECONDS
 from poindexter_cloud.core.http_protocol import ClientLeft, ClientWatch
 from poindexter_cloud.core.metrics import (
     ERRORS,
@@ -74,7 +75,7 @@ RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 # Redis unreachable: our script client raises ConnectionError (an OSError) or times out connecting;
 # redis-py (a failed attempt's usage event) raises its own.
 REDIS_FAILURES = (OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-REDIS_WARNING_INTERVAL_SECONDS = 10.0
+OUTAGE_WARNING_INTERVAL_SECONDS = 10.0
 SETTLE_RETRIES = 600  # a settle that failed after the answer left is sent again each second, for 10 minutes
 
 
@@ -99,12 +100,8 @@ _errors = cached(ERRORS)
 
 def limits_unavailable(exc: BaseException) -> ProxyError:
     """Without Redis no limit can be checked and no usage recorded: nothing is forwarded, and the client
-    is told to retry (503 and retry-after, which both SDKs retry), logged at most every 10 s."""
-    global _redis_warned_at
-    now = time.monotonic()
-    if now - _redis_warned_at >= REDIS_WARNING_INTERVAL_SECONDS:
-        _redis_warned_at = now
-        log.warning("rate limits unavailable, answering 503: %s: %s", type(exc).__name__, exc)
+    is told to retry (503 and retry-after, which both SDKs retry)."""
+    _warn_now_and_then("rate limits unavailable, answering 503", exc)
     return ProxyError(
         503,
         "limits_unavailable",
@@ -113,7 +110,28 @@ def limits_unavailable(exc: BaseException) -> ProxyError:
     )
 
 
-_redis_warned_at = -math.inf
+def store_unavailable(exc: BaseException) -> ProxyError:
+    """PostgreSQL (or Redis outside the limits) unreachable where the request needed it, such as a key or
+    plan no cache holds: retried like a refused limit check, not a 500."""
+    _warn_now_and_then("a store is unavailable, answering 503", exc)
+    return ProxyError(
+        503,
+        "unavailable",
+        "The service is briefly unavailable; nothing was sent upstream. Retry shortly.",
+        headers=[(b"retry-after", str(DEPENDENCY_RETRY_AFTER_SECONDS).encode())],
+    )
+
+
+def _warn_now_and_then(what: str, exc: BaseException) -> None:
+    """One warning every OUTAGE_WARNING_INTERVAL_SECONDS at most: an outage fails every request."""
+    global _warned_at
+    now = time.monotonic()
+    if now - _warned_at >= OUTAGE_WARNING_INTERVAL_SECONDS:
+        _warned_at = now
+        log.warning("%s: %s: %s", what, type(exc).__name__, str(exc).splitlines()[0])
+
+
+_warned_at = -math.inf
 
 
 def upstream_failure_reason(status: int | None) -> str:
@@ -154,6 +172,8 @@ class ProxyRuntime:
             await call.run()
         except ProxyError as error:
             await call.fail(error)
+        except DEPENDENCY_DOWN as exc:
+            await call.fail(store_unavailable(exc))
         except Exception:
             log.exception("proxy request failed")
             await call.fail(
