@@ -20,6 +20,12 @@ DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisError, OperationalError, In
 DEPENDENCY_RETRY_AFTER_SECONDS = 5
 
 
+def outage_text(exc: BaseException) -> str:
+    """An unreachable store's error in one log-sized line (drivers' messages run to several)."""
+    lines = str(exc).splitlines()
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
 class ErrorBody(msgspec.Struct, omit_defaults=True):
     code: str
     message: str

@@ -31,6 +31,7 @@ from poindexter_cloud.core.errors import (
     AppError,
     ErrorBody,
     ErrorResponse,
+    outage_text,
 )
 from poindexter_cloud.core.logs import request_id_var
 from poindexter_cloud.core.metrics import ERRORS, cached, exposition
@@ -138,7 +139,7 @@ def _http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Error
 
 
 def _dependency_down(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorResponse]:
-    log.warning("a dependency is unavailable (%s: %s)", type(exc).__name__, str(exc).splitlines()[0])
+    log.warning("a dependency is unavailable (%s)", outage_text(exc))
     return error_response(
         HTTP_503_SERVICE_UNAVAILABLE,
         "unavailable",

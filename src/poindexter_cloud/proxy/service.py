@@ -28,7 +28,7 @@ from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
 from poindexter_cloud.billing.plans import plan_named
 from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, encode, stream_for
-from poindexter_cloud.core.errors import DEPENDENCY_DOWN, DEPENDENCY_RETRY_AFTER_SECONDS
+from poindexter_cloud.core.errors import DEPENDENCY_DOWN, DEPENDENCY_RETRY_AFTER_SECONDS, outage_text
 from poindexter_cloud.core.http_protocol import ClientLeft, ClientWatch
 from poindexter_cloud.core.metrics import (
     ERRORS,
@@ -128,7 +128,7 @@ def _warn_now_and_then(what: str, exc: BaseException) -> None:
     now = time.monotonic()
     if now - _warned_at >= OUTAGE_WARNING_INTERVAL_SECONDS:
         _warned_at = now
-        log.warning("%s: %s: %s", what, type(exc).__name__, str(exc).splitlines()[0])
+        log.warning("%s: %s", what, outage_text(exc))
 
 
 _warned_at = -math.inf
