@@ -93,6 +93,8 @@ async def test_the_same_email_in_another_case_is_taken(web: httpx.AsyncClient) -
         ({"email": "same@example.com", "password": "aaaaaaaaaaaa"}, "weak_password"),
         ({"email": "x@example.com"}, "invalid_request"),
         ({"email": "x@example.com", "password": PASSWORD, "admin": True}, "invalid_request"),
+        ({"email": "x@example.com", "password": PASSWORD, "name": "Ada\x00"}, "invalid_request"),
+        ({"email": "x@example.com", "password": PASSWORD, "name": "Ada\nLovelace"}, "invalid_request"),
     ],
 )
 async def test_bad_registrations_are_refused_clearly_and_write_nothing(

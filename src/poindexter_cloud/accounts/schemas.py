@@ -10,7 +10,8 @@ import msgspec
 
 Email = Annotated[str, msgspec.Meta(max_length=254, examples=["ada@example.com"])]
 Password = Annotated[str, msgspec.Meta(max_length=256)]
-Name = Annotated[str, msgspec.Meta(max_length=200)]
+# A name shows in the console and in emails, and PostgreSQL's text refuses NUL: no control characters.
+Name = Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[^\x00-\x1f\x7f]*$")]
 
 
 class RegisterRequest(msgspec.Struct, forbid_unknown_fields=True):
