@@ -39,7 +39,10 @@ from poindexter_cloud.core.db import UnitOfWork
 from poindexter_cloud.core.models import AuditEvent
 from poindexter_cloud.core.settings import Settings
 
-_EMAIL = re.compile(r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
+# No control characters: none belongs in an address, and PostgreSQL's text refuses NUL.
+_EMAIL = re.compile(
+    r"^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$"
+)
 VERIFY_EMAIL, RESET_PASSWORD = "verify_email", "reset_password"
 LINK_LIFETIMES = {VERIFY_EMAIL: timedelta(days=2), RESET_PASSWORD: timedelta(hours=1)}
 LINK_PATHS = {VERIFY_EMAIL: "/console/verify-email", RESET_PASSWORD: "/console/reset-password"}
