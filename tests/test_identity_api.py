@@ -1046,6 +1046,7 @@ INVALID = [
     case("sms to", SMS, 400, "invalid_phone_number", "to", {"to": "555-0100", "text": "x"}),
     case("sms length", SMS, 400, "message_too_long", "text", {"to": OUTSIDER, "text": "\u0439" * 700}),
     case("sms empty", SMS, 400, "empty_message", None, {"to": OUTSIDER}),
+    case("sms nul", SMS, 400, "invalid_text", "text", {"to": OUTSIDER, "text": "a\x00b"}),
     case(
         "media",
         SMS,

@@ -89,6 +89,10 @@ class MessageTooLong(AppError):
     code = "message_too_long"
 
 
+class InvalidText(AppError):
+    code = "invalid_text"
+
+
 class InvalidAttachment(AppError):
     code = "invalid_attachment"
 

@@ -21,6 +21,7 @@ from poindexter_cloud.identity.errors import (
     InvalidEmailAddress,
     InvalidHeader,
     InvalidPhoneNumber,
+    InvalidText,
     InvalidTime,
     InvalidTimeRange,
     InvalidTimeZone,
@@ -154,6 +155,8 @@ def sms_segments(text: str) -> int:
 
 
 def sms_text(text: str) -> str:
+    if "\x00" in text:  # no carrier character, and PostgreSQL's text (where a sent SMS is kept) refuses it
+        raise InvalidText("text must not contain NUL characters.", details={"field": "text"})
     segments = sms_segments(text)
     if segments > MAX_SMS_SEGMENTS:
         raise MessageTooLong(
