@@ -95,6 +95,13 @@ async def strand(resources: Resources, job_id: uuid.UUID) -> None:
         await session.commit()
 
 
+async def runs_once_from_the_sweep(resources: Resources, job_id: uuid.UUID, token: str) -> None:
+    """Strand the job's row; the worker's own sweep must then run it, once."""
+    await strand(resources, job_id)
+    row = await eventually(lambda: finished(resources, job_id), within=OUTBOX_SWEEP_SECONDS * 2)
+    assert row.status == "completed" and RUNS[token] == 1
+
+
 async def test_a_job_committed_but_never_enqueued_is_picked_up_by_the_outbox_sweep(
     resources: Resources, worker: Any
 ) -> None:
@@ -103,9 +110,7 @@ async def test_a_job_committed_but_never_enqueued_is_picked_up_by_the_outbox_swe
     async with resources.db.unit_of_work(queue=None) as uow:
         job_id = await uow.defer_job("flaky_job", token=token, failures=0)
         await uow.commit()
-    await strand(resources, job_id)
-    row = await eventually(lambda: finished(resources, job_id), within=OUTBOX_SWEEP_SECONDS * 2)
-    assert row.status == "completed" and RUNS[token] == 1
+    await runs_once_from_the_sweep(resources, job_id, token)
 
 
 async def test_a_job_committed_while_redis_is_away_still_commits_and_the_sweep_runs_it(
@@ -120,9 +125,7 @@ async def test_a_job_committed_while_redis_is_away_still_commits_and_the_sweep_r
     finally:
         await away.saq.redis.aclose()  # not disconnect(): that would unsubscribe on a server never reached
     assert (await history(resources, job_id)).status == "pending"
-    await strand(resources, job_id)
-    row = await eventually(lambda: finished(resources, job_id), within=OUTBOX_SWEEP_SECONDS * 2)
-    assert row.status == "completed" and RUNS[token] == 1
+    await runs_once_from_the_sweep(resources, job_id, token)
 
 
 async def test_a_stranded_job_no_version_knows_fails_and_the_others_still_run(
@@ -137,9 +140,7 @@ async def test_a_stranded_job_no_version_knows_fails_and_the_others_still_run(
         )
         await uow.commit()
     await strand(resources, gone)
-    await strand(resources, job_id)
-    row = await eventually(lambda: finished(resources, job_id), within=OUTBOX_SWEEP_SECONDS * 2)
-    assert row.status == "completed" and RUNS[token] == 1
+    await runs_once_from_the_sweep(resources, job_id, token)
     removed = await eventually(lambda: finished(resources, gone), within=OUTBOX_SWEEP_SECONDS * 2)
     assert removed.status == "failed"
     assert removed.last_error == "no job named 'a_job_since_removed' in this version"
