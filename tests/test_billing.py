@@ -5,6 +5,7 @@ the proxy obeying it within one webhook."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -28,8 +29,11 @@ from poindexter_cloud.billing.jobs import process_stripe_event
 from poindexter_cloud.billing.models import Subscription
 from poindexter_cloud.billing.plans import PLANS, Plan
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
+from poindexter_cloud.core.embedded import free_port
+from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.models import JobHistory
-from poindexter_cloud.core.settings import Settings
+from poindexter_cloud.core.resources import Resources
+from poindexter_cloud.core.settings import Role, Settings
 from poindexter_cloud.webhooks.models import WebhookEvent
 from test_accounts import bearer, register
 
@@ -191,6 +195,13 @@ async def processing_jobs(b: Billing, event_id: str) -> int:
             )
         )
     return int(count or 0)
+
+
+def bare_event(event_id: str, event_type: str) -> bytes:
+    """A Stripe event's body with nothing in its object."""
+    return json.dumps(
+        {"id": event_id, "object": "event", "type": event_type, "data": {"object": {}}}
+    ).encode()
 
 
 def signed(payload: bytes, secret: str, timestamp: int | None = None) -> dict[str, str]:
@@ -442,9 +453,7 @@ async def test_a_plan_change_in_the_portal_takes_effect_from_the_webhook(billing
 async def test_a_forged_or_stale_signature_is_refused_and_nothing_is_stored(billing: Billing) -> None:
     b = billing
     event_id = f"evt_forged{uuid.uuid4().hex[:12]}"
-    payload = json.dumps(
-        {"id": event_id, "object": "event", "type": "customer.subscription.deleted", "data": {"object": {}}}
-    ).encode()
+    payload = bare_event(event_id, "customer.subscription.deleted")
     secret = b.settings.stripe_webhook_secret or ""
     attempts = [
         signed(payload, "whsec_not_the_secret"),
@@ -463,6 +472,40 @@ async def test_a_forged_or_stale_signature_is_refused_and_nothing_is_stored(bill
     assert response.status_code == 400
     assert all(e.event_id != event_id for e in await stored_events(b))
     assert await processing_jobs(b, event_id) == 0
+
+
+async def test_an_event_delivered_while_postgresql_is_away_is_held_then_stored_and_processed_once(
+    billing: Billing,
+) -> None:
+    b = billing
+    event_id = f"evt_held{uuid.uuid4().hex[:12]}"
+    payload = bare_event(event_id, "invoice.upcoming")
+    secret = b.settings.stripe_webhook_secret or ""
+    unreachable = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/nowhere"
+    away = dataclasses.replace(b.settings, database_url=unreachable)
+    opened = await Resources.open(away)
+    try:
+        async with (
+            RunningServer(create_app(Role.WEB, away, opened)) as server,
+            httpx.AsyncClient(base_url=server.url, timeout=10) as web,
+        ):
+            for _ in range(2):  # Stripe delivers it again: held twice
+                response = await web.post(
+                    "/webhooks/stripe", content=payload, headers=signed(payload, secret)
+                )
+                assert response.status_code == 200, response.text
+    finally:
+        await opened.close()
+
+    async def processed() -> WebhookEvent | None:
+        stored = [e for e in await stored_events(b) if e.event_id == event_id]
+        return stored[0] if stored and stored[0].processed_at is not None else None
+
+    await eventually(processed, within=20)  # the session's worker stores what Redis held
+    again = await b.web.post("/webhooks/stripe", content=payload, headers=signed(payload, secret))
+    assert again.json() == {"received": True, "duplicate": True}
+    assert len([e for e in await stored_events(b) if e.event_id == event_id]) == 1
+    assert await processing_jobs(b, event_id) == 1
 
 
 async def test_a_replayed_event_changes_nothing(billing: Billing) -> None:

@@ -77,7 +77,7 @@ async def process_stripe_event(ctx: dict[str, Any], event_id: str) -> str:
     resources: Resources = ctx["resources"]
     verifier = ApiKeyVerifier(resources.db, resources.redis, resources.settings)
 
-    async def act(uow: UnitOfWork, event: webhooks.PendingEvent) -> tuple[service.Applied, dict[str, Any]]:
+    async def act(uow: UnitOfWork, event: webhooks.ProviderEvent) -> tuple[service.Applied, dict[str, Any]]:
         async with StripeAdapter.from_settings(resources.settings) as stripe:
             applied = await service.apply_stripe_event(
                 uow, Accounts(resources.settings), stripe, resources.settings, event.type, event.payload

@@ -16,7 +16,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 # PostgreSQL or Redis unreachable (down, restarting, the pool exhausted): nothing the caller did wrong, and
 # gone in seconds, so the web role and the proxy answer 503 with Retry-After, which clients and providers
 # retry, rather than 500.
-DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisError, OperationalError, InterfaceError, PoolTimeout)
+DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisError, *DATABASE_DOWN)
 DEPENDENCY_RETRY_AFTER_SECONDS = 5
 
 

@@ -203,7 +203,7 @@ async def process_telnyx_event(ctx: dict[str, Any], event_id: str) -> str:
     usage = UsageBuffer(resources.redis, stream_for(resources.settings.queue_name))
     p = await providers(resources.settings)
 
-    async def act(uow: UnitOfWork, event: webhooks.PendingEvent) -> tuple[str, dict[str, Any]]:
+    async def act(uow: UnitOfWork, event: webhooks.ProviderEvent) -> tuple[str, dict[str, Any]]:
         return await inbound.apply(uow, p, usage, event.type, event.payload), inbound.redacted(event.payload)
 
     applied = await webhooks.process_stored_event(resources, webhooks.TELNYX, event_id, act)

@@ -5,6 +5,8 @@ an event: the row and the job that processes it are written in one transaction, 
 it commits. A redelivery (same event id) finds the row, writes nothing and is acknowledged again. The
 processing job (``billing.jobs.process_stripe_event``, ``provisioning.jobs.process_telnyx_event``) claims
 the row, acts, and marks it processed in its own transaction. Never commits: the caller's unit of work does.
+With PostgreSQL unreachable the receiver keeps the verified event in Redis instead (``webhooks.inbox``) and
+still acknowledges it: Telnyx tries a URL only three times.
 """
 
 from __future__ import annotations
@@ -57,37 +59,42 @@ async def record_event(
     return new
 
 
-async def receive_stripe(uow: UnitOfWork, body: bytes, signature: str | None, secret: str) -> Received:
-    """Verify a Stripe delivery (``InvalidWebhookSignature`` if forged or stale: nothing is written), store
-    it once, and defer its processing in the same transaction."""
-    event = verify_webhook(body, signature, secret)
-    new = await record_event(uow.session, STRIPE, event.id, event.type, event.payload)
-    if new:
-        await uow.defer_job("process_stripe_event", event_id=event.id)
-    return Received(event.id, event.type, duplicate=not new)
-
-
-async def receive_telnyx(
-    uow: UnitOfWork, body: bytes, headers: Mapping[str, str], public_key: str
-) -> Received | None:
-    """Verify a Telnyx delivery (``InvalidTelnyxSignature`` if forged or stale: nothing is written). An
-    inbound SMS or a delivery report of one we sent is stored once by its event id, its processing deferred
-    in the same transaction; other events are acknowledged and dropped (None)."""
-    event = verify_telnyx_webhook(body, headers, public_key)
-    if event.type not in TELNYX_EVENTS:
-        return None
-    new = await record_event(uow.session, TELNYX, event.id, event.type, event.payload)
-    if new:
-        await uow.defer_job("process_telnyx_event", event_id=event.id)
-    return Received(event.id, event.type, duplicate=not new)
+# Each provider's processing job, deferred with a newly stored event.
+PROCESSING_JOBS: Final = {STRIPE: "process_stripe_event", TELNYX: "process_telnyx_event"}
 
 
 @dataclass(frozen=True, slots=True)
-class PendingEvent:
+class ProviderEvent:
+    """One event of a provider: a delivery whose signature verified (stored now, or held in the inbox,
+    ``webhooks.inbox``, while PostgreSQL is away), or a stored one its processing job claimed."""
+
     provider: str
     event_id: str
     type: str
     payload: dict[str, Any]
+
+
+def verify_stripe(body: bytes, signature: str | None, secret: str) -> ProviderEvent:
+    """``InvalidWebhookSignature`` if the delivery is forged or stale: nothing is written."""
+    event = verify_webhook(body, signature, secret)
+    return ProviderEvent(STRIPE, event.id, event.type, event.payload)
+
+
+def verify_telnyx(body: bytes, headers: Mapping[str, str], public_key: str) -> ProviderEvent | None:
+    """``InvalidTelnyxSignature`` if the delivery is forged or stale: nothing is written. An inbound SMS or a
+    delivery report of one we sent is kept; other events are acknowledged and dropped (None)."""
+    event = verify_telnyx_webhook(body, headers, public_key)
+    if event.type not in TELNYX_EVENTS:
+        return None
+    return ProviderEvent(TELNYX, event.id, event.type, event.payload)
+
+
+async def store(uow: UnitOfWork, event: ProviderEvent) -> Received:
+    """Store the event once by its id and defer its processing in the same transaction."""
+    new = await record_event(uow.session, event.provider, event.event_id, event.type, event.payload)
+    if new:
+        await uow.defer_job(PROCESSING_JOBS[event.provider], event_id=event.event_id)
+    return Received(event.event_id, event.type, duplicate=not new)
 
 
 async def start_attempt(session: AsyncSession, provider: str, event_id: str) -> bool:
@@ -105,7 +112,7 @@ async def start_attempt(session: AsyncSession, provider: str, event_id: str) -> 
     return counted.one_or_none() is not None
 
 
-async def claim(session: AsyncSession, provider: str, event_id: str) -> PendingEvent | None:
+async def claim(session: AsyncSession, provider: str, event_id: str) -> ProviderEvent | None:
     """Lock the unprocessed event for this transaction; None if it is unknown or was processed meanwhile."""
     row = (
         await session.execute(
@@ -118,7 +125,7 @@ async def claim(session: AsyncSession, provider: str, event_id: str) -> PendingE
             .with_for_update()
         )
     ).scalar_one_or_none()
-    return None if row is None else PendingEvent(provider, event_id, row.type, row.payload)
+    return None if row is None else ProviderEvent(provider, event_id, row.type, row.payload)
 
 
 async def mark_processed(
@@ -148,7 +155,7 @@ async def _update(session: AsyncSession, provider: str, event_id: str, outcome: 
 
 Outcome = TypeVar("Outcome")
 # Acts on one claimed event in the processing transaction: what it did, and what the stored payload becomes.
-Act = Callable[[UnitOfWork, PendingEvent], Awaitable[tuple[Outcome, dict[str, Any]]]]
+Act = Callable[[UnitOfWork, ProviderEvent], Awaitable[tuple[Outcome, dict[str, Any]]]]
 
 
 async def process_stored_event(
