@@ -34,7 +34,9 @@ from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.models import JobHistory
 from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Role, Settings
+from poindexter_cloud.webhooks import inbox
 from poindexter_cloud.webhooks.models import WebhookEvent
+from poindexter_cloud.webhooks.service import ProviderEvent
 from test_accounts import bearer, register
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -506,6 +508,27 @@ async def test_an_event_delivered_while_postgresql_is_away_is_held_then_stored_a
     assert again.json() == {"received": True, "duplicate": True}
     assert len([e for e in await stored_events(b) if e.event_id == event_id]) == 1
     assert await processing_jobs(b, event_id) == 1
+
+
+async def test_a_held_event_that_cannot_be_stored_is_set_aside_and_the_next_one_is_stored(
+    billing: Billing,
+) -> None:
+    b = billing
+    unstorable, fine = (f"evt_held{uuid.uuid4().hex[:12]}" for _ in range(2))
+    for event_id, payload in (
+        (unstorable, {"note": "nul \x00 in jsonb"}),
+        (fine, json.loads(bare_event(fine, "invoice.upcoming"))),
+    ):
+        await inbox.hold(
+            b.resources.redis, b.settings, ProviderEvent("stripe", event_id, "invoice.upcoming", payload)
+        )
+
+    async def stored() -> set[str]:
+        return {e.event_id for e in await stored_events(b)} & {unstorable, fine}
+
+    assert await eventually(stored, within=20) == {fine}
+    dead = await b.resources.redis.xrange(f"{inbox.inbox_key(b.settings)}:dead")
+    assert [json.loads(fields[b"e"])["event_id"] for _, fields in dead][-1:] == [unstorable]
 
 
 async def test_a_replayed_event_changes_nothing(billing: Billing) -> None:

@@ -6,10 +6,12 @@ The receiver therefore acknowledges a verified event it cannot store, after appe
 the worker's ``webhook_inbox`` loop stores each held event through ``service.store`` (the same once-by-id
 insert and job as a live delivery) and deletes it from the stream after the commit. Storing is idempotent,
 so an event held and also delivered again, or stored by two workers at once, is stored and processed once.
+One that fails for another reason (it would fail a live delivery too) is logged and moved to ``…:dead``.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict
 from typing import Final, cast
 
@@ -21,6 +23,8 @@ from poindexter_cloud.core.resources import Resources
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.webhooks import service
 from poindexter_cloud.webhooks.service import ProviderEvent
+
+log = logging.getLogger(__name__)
 
 BATCH: Final = 100
 _FIELD: Final = b"e"
@@ -49,6 +53,10 @@ async def store_held(resources: Resources) -> int:
                 await uow.commit()
         except DATABASE_DOWN:
             break
+        except Exception:  # it would fail a live delivery too: set aside, so it does not block the rest
+            log.exception("held webhook event could not be stored", extra={"event_id": event.event_id})
+            await resources.redis.xadd(f"{key}:dead", {_FIELD: fields[_FIELD]})
+        else:
+            stored += 1
         await resources.redis.xdel(key, entry_id)
-        stored += 1
     return stored
