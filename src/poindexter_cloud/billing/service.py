@@ -22,7 +22,7 @@ from poindexter_cloud.billing.errors import (
 )
 from poindexter_cloud.billing.models import Subscription
 from poindexter_cloud.core import audit
-from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.db import UnitOfWork, advisory_lock_key
 from poindexter_cloud.core.errors import Conflict, NotFound
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.provisioning import service as provisioning
@@ -394,7 +394,7 @@ class Applied:
 async def lock_stripe_customer(session: AsyncSession, key: str) -> None:
     """Serialise the processing of one customer's events until this transaction ends, so the state read
     from Stripe by the later transaction is the one that stays."""
-    await session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(f"stripe:{key}", 0))))
+    await session.execute(select(func.pg_advisory_xact_lock(advisory_lock_key(f"stripe:{key}"))))
 
 
 async def apply_stripe_event(

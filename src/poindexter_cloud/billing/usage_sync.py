@@ -85,7 +85,7 @@ from poindexter_cloud.billing.plans import PLANS, Plan
 from poindexter_cloud.billing.pricing import TokenUsage
 from poindexter_cloud.billing.service import COMP_PREFIX
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
-from poindexter_cloud.core.db import Database
+from poindexter_cloud.core.db import Database, advisory_lock_key
 from poindexter_cloud.core.metrics import STRIPE_SYNC_LAST_SUCCESS
 from poindexter_cloud.core.resources import Resources
 
@@ -112,10 +112,6 @@ MONTH_LATE_DAYS: Final = 3  # the previous month is rolled up again during the f
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def lock_key(name: str) -> ColumnElement[Any]:
-    return func.hashtextextended(name, 0)
 
 
 # --- calendar months ---------------------------------------------------------------------------------------
@@ -508,7 +504,7 @@ async def decide_user(
     session: AsyncSession, accounts: Accounts, user_id: uuid.UUID, now: datetime
 ) -> list[MeterEventRecord]:
     """Step 1 for one user, in the caller's transaction (never commits): every billable period decided."""
-    await session.execute(select(func.pg_advisory_xact_lock(lock_key(f"usage-decide:{user_id}"))))
+    await session.execute(select(func.pg_advisory_xact_lock(advisory_lock_key(f"usage-decide:{user_id}"))))
     records: list[MeterEventRecord] = []
     for period in await billable_periods(session, accounts, user_id, now):
         records += await decide_period(session, period, now)
@@ -637,7 +633,7 @@ async def user_lock(db: Database, user_id: uuid.UUID, wait: bool) -> AsyncIterat
     """A session-level advisory lock on one user's sync, held on a connection of its own (autocommit, so
     no transaction stays open while Stripe is called); yields whether it is held. A process that dies
     drops its connection and so the lock."""
-    key = lock_key(f"usage-sync:{user_id}")
+    key = advisory_lock_key(f"usage-sync:{user_id}")
     async with db.engine.connect() as raw:
         connection = await raw.execution_options(isolation_level="AUTOCOMMIT")
         if wait:

@@ -19,6 +19,7 @@ from sqlalchemy import MetaData, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime
 
 if TYPE_CHECKING:
@@ -50,6 +51,11 @@ def created_at() -> Mapped[datetime]:
 
 def updated_at() -> Mapped[datetime]:
     return mapped_column(server_default=func.now(), onupdate=func.now(), nullable=False)
+
+
+def advisory_lock_key(name: str) -> ColumnElement[int]:
+    """The 64-bit key of the advisory lock called ``name`` (``pg_advisory_xact_lock`` and friends)."""
+    return func.hashtextextended(name, 0)
 
 
 def make_engine(database_url: str, pool_size: int = 10) -> AsyncEngine:

@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from poindexter_cloud.core.db import advisory_lock_key
 from poindexter_cloud.core.metrics import QUEUE_DEPTH
 from poindexter_cloud.core.queue import Every, background, cron, drop_finished_jobs_before, enqueue_stranded
 from poindexter_cloud.core.resources import Resources
@@ -37,7 +38,7 @@ def outbox_sweep(resources: Resources) -> Every:
 
     async def sweep() -> None:
         async with resources.db.sessions() as session:
-            locked = select(func.pg_try_advisory_xact_lock(func.hashtextextended("outbox-sweep", 0)))
+            locked = select(func.pg_try_advisory_xact_lock(advisory_lock_key("outbox-sweep")))
             if (await session.execute(locked)).scalar_one():
                 await enqueue_stranded(session, resources.queue)
             await session.commit()

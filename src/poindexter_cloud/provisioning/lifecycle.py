@@ -29,7 +29,7 @@ from sqlalchemy import func, select
 
 from poindexter_cloud.billing import service as billing
 from poindexter_cloud.core import audit
-from poindexter_cloud.core.db import UnitOfWork
+from poindexter_cloud.core.db import UnitOfWork, advisory_lock_key
 from poindexter_cloud.core.settings import Settings
 from poindexter_cloud.identity import service as identities
 from poindexter_cloud.identity.service import Identity
@@ -209,7 +209,7 @@ async def messaging_profile(uow: UnitOfWork, p: Providers) -> str:
     found = await p.telnyx.find_messaging_profile(PROFILE_NAME)
     if found is not None:
         return found
-    lock = func.pg_advisory_xact_lock(func.hashtextextended("telnyx:messaging-profile", 0))
+    lock = func.pg_advisory_xact_lock(advisory_lock_key("telnyx:messaging-profile"))
     await uow.session.execute(select(lock))
     found = await p.telnyx.find_messaging_profile(PROFILE_NAME)
     if found is not None:
