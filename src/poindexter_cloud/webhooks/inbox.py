@@ -12,7 +12,6 @@ One that fails for another reason (it would fail a live delivery too) is logged 
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict
 from typing import Final, cast
 
 import msgspec
@@ -36,7 +35,7 @@ def inbox_key(settings: Settings) -> str:
 
 async def hold(redis: Redis, settings: Settings, event: ProviderEvent) -> None:
     """Append the event; a Redis error propagates (the receiver then answers 503 and the provider retries)."""
-    await redis.xadd(inbox_key(settings), {_FIELD: msgspec.json.encode(asdict(event))})
+    await redis.xadd(inbox_key(settings), {_FIELD: msgspec.json.encode(event)})
 
 
 async def store_held(resources: Resources) -> int:
