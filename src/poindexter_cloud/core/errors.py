@@ -9,15 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
-from redis.exceptions import RedisError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 # PostgreSQL or Redis unreachable (down, restarting, the pool exhausted): nothing the caller did wrong, and
 # gone in seconds, so the web role and the proxy answer 503 with Retry-After, which clients and providers
 # retry, rather than 500.
+# Redis: only its connection failures; any other RedisError (a script's error, a wrong type) is our bug.
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
-DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisError, *DATABASE_DOWN)
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, *DATABASE_DOWN)
 DEPENDENCY_RETRY_AFTER_SECONDS = 5
 
 
