@@ -14,13 +14,14 @@ from contextlib import asynccontextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from redis.exceptions import RedisError
 from sqlalchemy import MetaData, func
 from sqlalchemy.dialects.postgresql import UUID
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import DateTime
+
+from poindexter_cloud.core.errors import REDIS_UNREACHABLE
 
 if TYPE_CHECKING:
     from poindexter_cloud.core.queue import JobQueue
@@ -127,7 +128,7 @@ class UnitOfWork:
                 # provider's webhook, retry what is already done (and Telnyx gives up after three tries).
                 try:
                     await self._queue.enqueue(job_id, function, kwargs, origin)
-                except (RedisError, OSError) as exc:
+                except REDIS_UNREACHABLE as exc:
                     log.warning(
                         "job left to the outbox sweep (%s: %s)",
                         type(exc).__name__,

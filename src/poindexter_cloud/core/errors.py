@@ -17,9 +17,13 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 # PostgreSQL or Redis unreachable (down, restarting, the pool exhausted): nothing the caller did wrong, and
 # gone in seconds, so the web role and the proxy answer 503 with Retry-After, which clients and providers
 # retry, rather than 500.
-# Redis: only its connection failures; any other RedisError (a script's error, a wrong type) is our bug.
+# Redis: only redis-py's connection failures; any other RedisError (a script's error, a wrong type) is a bug.
+REDIS_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
 DATABASE_DOWN: tuple[type[Exception], ...] = (OperationalError, InterfaceError, PoolTimeout)
-DEPENDENCY_DOWN: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError, *DATABASE_DOWN)
+DEPENDENCY_DOWN: tuple[type[Exception], ...] = (*REDIS_DOWN, *DATABASE_DOWN)
+# Redis unreachable through either client: redis-py's errors, or the socket's own (OSError, TimeoutError among
+# them), which the proxy's script client (core/redis_scripts.py) raises.
+REDIS_UNREACHABLE: tuple[type[Exception], ...] = (*REDIS_DOWN, OSError)
 DEPENDENCY_RETRY_AFTER_SECONDS = 5
 
 

@@ -21,14 +21,18 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
-import redis.exceptions
 
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, KeyPrincipal
 from poindexter_cloud.accounts.errors import AccountSuspended, InvalidApiKey
 from poindexter_cloud.billing.plans import plan_named
 from poindexter_cloud.billing.pricing import PRICE_TABLE_VERSION, TokenUsage, upstream_cost_microdollars
 from poindexter_cloud.billing.usage_buffer import UsageBuffer, UsageRecord, encode, stream_for
-from poindexter_cloud.core.errors import DEPENDENCY_DOWN, DEPENDENCY_RETRY_AFTER_SECONDS, outage_text
+from poindexter_cloud.core.errors import (
+    DEPENDENCY_DOWN,
+    DEPENDENCY_RETRY_AFTER_SECONDS,
+    REDIS_UNREACHABLE,
+    outage_text,
+)
 from poindexter_cloud.core.http_protocol import ClientLeft, ClientWatch
 from poindexter_cloud.core.metrics import (
     ERRORS,
@@ -72,9 +76,6 @@ FORWARDED_REQUEST_HEADERS = (
     b"openai-project",
 )
 RETRYABLE = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
-# Redis unreachable: our script client raises ConnectionError (an OSError) or times out connecting;
-# redis-py (a failed attempt's usage event) raises its own.
-REDIS_FAILURES = (OSError, TimeoutError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 OUTAGE_WARNING_INTERVAL_SECONDS = 10.0
 SETTLE_RETRIES = 600  # a settle that failed after the answer left is sent again each second, for 10 minutes
 
@@ -271,7 +272,7 @@ class Call:
             )
         except RateLimited as limited:
             raise self.rate_limited(limited) from None
-        except REDIS_FAILURES as exc:
+        except REDIS_UNREACHABLE as exc:
             raise limits_unavailable(exc) from None
         self.limit_headers = self.limit_header_list(self.reservation)
         status = CLIENT_CLOSED
@@ -453,7 +454,7 @@ class Call:
         assert self.principal is not None
         try:
             await self.rt.buffer.push(self.usage_record(route, TokenUsage(), False, status))
-        except REDIS_FAILURES as exc:
+        except REDIS_UNREACHABLE as exc:
             raise limits_unavailable(exc) from None
 
     # --- answering ------------------------------------------------------------------------------------
@@ -680,7 +681,7 @@ class Call:
     async def settled_by(self, sent: Sent) -> None:
         try:
             await sent
-        except REDIS_FAILURES as exc:  # unrecorded, so the answer is not sent: the client retries
+        except REDIS_UNREACHABLE as exc:  # unrecorded, so the answer is not sent: the client retries
             raise limits_unavailable(exc) from None
 
     def send_settle(self, route: Route, usage: TokenUsage, *, estimated: bool, status: int) -> Sent | None:
@@ -727,7 +728,7 @@ class Call:
             try:
                 await sent
                 return
-            except REDIS_FAILURES as exc:
+            except REDIS_UNREACHABLE as exc:
                 failures += 1
                 if failures > SETTLE_RETRIES:
                     log.error(
