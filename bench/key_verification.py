@@ -1,4 +1,4 @@
-"""How much an API key verification costs on the AI proxy's hot path.
+"""How much an API key verification, and the plan lookup after it, cost on the AI proxy's hot path.
 
     python bench/key_verification.py
 
@@ -9,12 +9,18 @@ a key in the database, starts an ApiKeyVerifier and times:
 * a cached key (the steady state: no I/O);
 * a cache miss (the cache is cleared before each call, so each one is a PostgreSQL round trip);
 * an unknown but well-formed key (answered from the negative cache);
-* a malformed key (mistyped checksum: rejected before any I/O).
+* a malformed key (mistyped checksum: rejected before any I/O);
+* a plan lookup (``proxy/entitlements.py``), cached and missed;
+
+and then the background refreshes the two caches make for entries still in use in their last quarter of
+life: REFRESHED keys of as many users are cached, all marked due, used once more, and the process's CPU is
+counted until every entry is fresh again. Wall time includes PostgreSQL's; CPU µs is this process's only.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import sys
 import time
 import uuid
@@ -29,16 +35,70 @@ from poindexter_cloud.accounts.api_keys import ApiKeyVerifier, create_key, gener
 from poindexter_cloud.accounts.errors import InvalidApiKey
 from poindexter_cloud.core.db import Database
 from poindexter_cloud.core.settings import Role, Settings, load_or_raise
+from poindexter_cloud.proxy.entitlements import Entitlements
 
 IP = "203.0.113.7"
+REFRESHED = 1000
 
 
-async def timed(iterations: int, call: Callable[[], Awaitable[Any]]) -> float:
-    """Mean seconds per call."""
-    started = time.perf_counter()
+async def timed(iterations: int, call: Callable[[], Awaitable[Any]]) -> tuple[float, float]:
+    """Mean seconds per call: wall, and this process's CPU."""
+    started, cpu = time.perf_counter(), time.process_time()
     for _ in range(iterations):
         await call()
-    return (time.perf_counter() - started) / iterations
+    return (time.perf_counter() - started) / iterations, (time.process_time() - cpu) / iterations
+
+
+async def new_user(db: Database) -> uuid.UUID:
+    async with db.unit_of_work() as uow:
+        user_id: uuid.UUID = (
+            await uow.session.execute(
+                text("INSERT INTO users (email, password_hash) VALUES (:e, 'x') RETURNING id"),
+                {"e": f"bench-{uuid.uuid4().hex}@example.com"},
+            )
+        ).scalar_one()
+        await uow.commit()
+    return user_id
+
+
+async def new_keys(db: Database, settings: Settings, count: int) -> list[tuple[uuid.UUID, str]]:
+    """``count`` users with one key each: (user id, key)."""
+    made = []
+    for _ in range(count):
+        user_id = await new_user(db)
+        async with db.unit_of_work() as uow:
+            issued = await create_key(uow.session, settings, user_id, "bench")
+            await uow.commit()
+        made.append((user_id, issued.secret))
+    return made
+
+
+async def refresh_cost(
+    verifier: ApiKeyVerifier,
+    entitlements: Entitlements,
+    keys: list[tuple[uuid.UUID, str]],
+    statements: Callable[[], int],
+) -> list[tuple[float, float]]:
+    """(CPU µs, SQL statements) per entry for the keys' and the plans' background refreshes (benchmark
+    only: the entries are marked due by hand, as time marks them in the last quarter of their life)."""
+    for user_id, key in keys:
+        await verifier.verify(key, IP)
+        await entitlements.of(user_id)
+    results = []
+    for cache, use in (
+        (verifier._positive, lambda user_id, key: verifier.verify(key, IP)),
+        (entitlements._cache, lambda user_id, key: entitlements.of(user_id)),
+    ):
+        for name, entry in cache.items():
+            cache[name] = (*entry[:-1], 0.0)  # type: ignore[index]
+        cpu, before = time.process_time(), statements()
+        for user_id, key in keys:
+            await use(user_id, key)
+        # polled, not awaited: what is measured is the caches' own work, whatever tasks it takes
+        while any(entry[-1] == math.inf for entry in cache.values()):  # type: ignore[attr-defined]  # noqa: ASYNC110
+            await asyncio.sleep(0.001)
+        results.append(((time.process_time() - cpu) / len(keys) * 1e6, (statements() - before) / len(keys)))
+    return results
 
 
 async def rejected(verifier: ApiKeyVerifier, key: str) -> None:
@@ -55,6 +115,7 @@ async def run(settings: Settings) -> None:
         settings.redis_url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
     )
     verifier = ApiKeyVerifier(db, redis, settings)
+    entitlements = Entitlements(db, verifier)
     statements = 0
 
     def count(*_: Any) -> None:
@@ -62,16 +123,7 @@ async def run(settings: Settings) -> None:
         statements += 1
 
     try:
-        async with db.unit_of_work() as uow:
-            user_id = (
-                await uow.session.execute(
-                    text("INSERT INTO users (email, password_hash) VALUES (:e, 'x') RETURNING id"),
-                    {"e": f"bench-{uuid.uuid4().hex[:8]}@example.com"},
-                )
-            ).scalar_one()
-            issued = await create_key(uow.session, settings, user_id, "bench")
-            await uow.commit()
-        key = issued.secret
+        [(user_id, key)] = await new_keys(db, settings, 1)
         mistyped = key[:-1] + ("A" if key[-1] != "A" else "B")
         unknown = generate_key(settings.api_key_prefix)
 
@@ -82,25 +134,39 @@ async def run(settings: Settings) -> None:
             verifier._clear()  # benchmark only: forget every cached entry, as after a resubscription
             await verifier.verify(key, IP)
 
+        async def plan_miss() -> None:
+            entitlements._forget(None)  # benchmark only: forget every cached plan
+            await entitlements.of(user_id)
+
         cases: list[tuple[str, int, Callable[[], Awaitable[Any]]]] = [
             ("cached key (hit)", 200_000, lambda: verifier.verify(key, IP)),
             ("cache miss (1 query)", 2_000, miss),
             ("unknown key (negative cache)", 200_000, lambda: rejected(verifier, unknown)),
             ("malformed key (bad checksum)", 200_000, lambda: rejected(verifier, mistyped)),
+            ("plan lookup (hit)", 200_000, lambda: entitlements.of(user_id)),
+            ("plan lookup miss", 2_000, plan_miss),
         ]
         rows = []
         for name, iterations, call in cases:
             for _ in range(min(iterations // 10, 200)):  # warm up (and fill the caches)
                 await call()
             statements = 0
-            mean = await timed(iterations, call)
-            rows.append((name, iterations, 1 / mean, mean * 1e6, statements / iterations))
+            mean, cpu = await timed(iterations, call)
+            rows.append((name, iterations, 1 / mean, mean * 1e6, cpu * 1e6, statements / iterations))
+        refreshes = await refresh_cost(
+            verifier, entitlements, await new_keys(db, settings, REFRESHED), lambda: statements
+        )
 
         print(f"\nAPI key verification (Python {sys.version.split()[0]}, one process, one event loop)\n")
-        print(f"{'case':<30} {'iterations':>10} {'verifications/s':>16} {'mean µs':>9} {'SQL/verify':>11}")
-        print("-" * 80)
-        for name, iterations, rate, micros, per in rows:
-            print(f"{name:<30} {iterations:>10,} {rate:>16,.0f} {micros:>9.2f} {per:>11.2f}")
+        print(f"{'case':<30} {'iterations':>10} {'calls/s':>10} {'mean µs':>9} {'CPU µs':>8} {'SQL/call':>9}")
+        print("-" * 81)
+        for name, iterations, rate, micros, cpu_micros, per in rows:
+            print(
+                f"{name:<30} {iterations:>10,} {rate:>10,.0f} {micros:>9.2f} {cpu_micros:>8.2f} {per:>9.2f}"
+            )
+        print(f"\nbackground refresh of {REFRESHED:,} entries in use, per entry:")
+        for name, (cpu_micros, per) in zip(("key", "plan"), refreshes, strict=True):
+            print(f"  {name:<5} CPU µs {cpu_micros:>8.1f}   SQL statements {per:.3f}")
         print()
     finally:
         await verifier.stop()
