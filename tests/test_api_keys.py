@@ -311,6 +311,64 @@ async def test_a_user_in_steady_use_has_the_plan_refreshed_in_the_background(
     assert replica.log.count("SELECT") >= 2
 
 
+class RefreshedInOneSecond(ApiKeyVerifier):
+    POSITIVE_TTL_SECONDS = 2.0  # due for its refresh after 1.5 s
+
+
+class PlansRefreshedInOneSecond(Entitlements):
+    TTL_SECONDS = 2.0
+
+
+async def test_entries_falling_due_together_are_read_again_in_one_query_per_cache(
+    resources: Resources, make_replica: MakeReplica
+) -> None:
+    """Ten keys and ten plans in use: two SELECTs refresh them all, and what changed behind the caches'
+    backs (no announcement) shows as soon as they have, not only when the entries expire."""
+    users = [await new_user(resources) for _ in range(10)]
+    keys = [await issue(resources, user_id) for user_id in users]
+    async with resources.unit_of_work() as uow:
+        for user_id in users:
+            uow.session.add(
+                Subscription(
+                    user_id=user_id,
+                    stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
+                    stripe_price_id="price_test",
+                    plan="basic",
+                    status="active",
+                )
+            )
+        await uow.commit()
+    replica = await make_replica(verifier_class=RefreshedInOneSecond)
+    plans = PlansRefreshedInOneSecond(replica.db, replica.verifier)
+    for user_id, key in zip(users, keys, strict=True):
+        await replica.verifier.verify(key.secret, None)
+        await plans.of(user_id)
+    async with resources.unit_of_work() as uow:
+        await uow.session.execute(
+            text("UPDATE api_keys SET revoked_at = now() WHERE id = :id"), {"id": keys[0].row.id}
+        )
+        await uow.session.execute(
+            text("UPDATE subscriptions SET status = 'past_due' WHERE user_id = :id"), {"id": users[1]}
+        )
+        await uow.commit()
+    await asyncio.sleep(1.6)
+    replica.log.clear()
+    for user_id, key in zip(users, keys, strict=True):  # still cached: answered without a query
+        assert (await replica.verifier.verify(key.secret, None)).key_id == key.row.id
+        assert (await plans.of(user_id)).state == "active"
+    assert replica.log.count() == 0
+
+    await eventually(lambda: asyncio.sleep(0, replica.log.count("SELECT") == 2), within=0.3)
+    with pytest.raises(InvalidApiKey):
+        await replica.verifier.verify(keys[0].secret, None)
+    assert (await plans.of(users[1])).state == "suspended"
+    for user_id, key in zip(users[2:], keys[2:], strict=True):
+        assert (await replica.verifier.verify(key.secret, None)).key_id == key.row.id
+        assert (await plans.of(user_id)).state == "active"
+    assert replica.log.count() == 2  # the two refreshes, nothing since
+    await plans.stop()
+
+
 async def test_concurrent_misses_for_one_key_share_one_query(
     resources: Resources, make_replica: MakeReplica
 ) -> None:

@@ -50,17 +50,18 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Final, NamedTuple
+from typing import Any, Final, NamedTuple
 
 import msgspec
 import redis.asyncio as aioredis
-from sqlalchemy import ColumnElement, and_, bindparam, or_, select, text, update
+from sqlalchemy import ARRAY, ColumnElement, Text, and_, any_, bindparam, or_, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.accounts.errors import AccountSuspended, ApiKeyNotFound, InvalidApiKey
 from poindexter_cloud.accounts.models import ApiKey, User
 from poindexter_cloud.core.crypto import KeyRing, keyed_hash
 from poindexter_cloud.core.db import Database
+from poindexter_cloud.core.refresh import RefreshBatch
 from poindexter_cloud.core.settings import Settings
 
 _INVALID_MESSAGE = "The API key is invalid, revoked or expired."
@@ -253,15 +254,18 @@ _decode_invalidation = msgspec.json.Decoder(_Invalidation).decode
 # background refresh due at epoch seconds (inf: started already))
 _Entry = tuple[KeyPrincipal, bool, float, float, float]
 
-_LOOKUP = (
-    select(ApiKey.id, ApiKey.user_id, ApiKey.expires_at, User.status, User.is_admin)
+
+_LIVE_KEYS = (
+    select(ApiKey.key_hash, ApiKey.id, ApiKey.user_id, ApiKey.expires_at, User.status, User.is_admin)
     .join(User, User.id == ApiKey.user_id)
     .where(
-        ApiKey.key_hash == bindparam("key_hash"),
         ApiKey.revoked_at.is_(None),
         or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > bindparam("now")),
     )
 )
+_LOOKUP = _LIVE_KEYS.where(ApiKey.key_hash == bindparam("key_hash"))
+# The background refresh of many entries at once (core/refresh.py): one array parameter, one statement.
+_LOOKUP_MANY = _LIVE_KEYS.where(ApiKey.key_hash == any_(bindparam("key_hashes", type_=ARRAY(Text))))
 
 # A key found under the previous secret's hash is re-hashed under the current one (once), unless it was
 # revoked meanwhile, so a rotation's old secret can be dropped once the keys in use have been seen.
@@ -300,8 +304,7 @@ class ApiKeyVerifier:
 
     def __init__(self, db: Database, redis: aioredis.Redis, settings: Settings) -> None:
         self._db = db
-        # Lookups run without BEGIN/ROLLBACK round trips; the engine's events still fire.
-        self._lookup_engine = db.engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._refreshes = RefreshBatch(self._refresh, "api keys")
         self._redis = redis
         self._prefix = settings.api_key_prefix
         hmac_keys = _hmac_keys(settings).keys
@@ -341,6 +344,7 @@ class ApiKeyVerifier:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self._refreshes.stop()
         self._unsubscribed()
         try:
             await self.flush_last_used()
@@ -371,7 +375,7 @@ class ApiKeyVerifier:
                 raise _invalid()
         elif entry[4] <= now:
             self._positive[key_hash] = (*entry[:4], math.inf)  # one background refresh per entry
-            self._start_lookup(key_hash)
+            self._refreshes.add(key_hash)
         principal, active, expires, _until, _refresh = entry
         if expires <= now:
             raise _invalid()
@@ -386,11 +390,11 @@ class ApiKeyVerifier:
         concurrent request has just re-hashed. None if it is not a live key either way."""
         assert self._previous_hmac_key is not None
         previous = hmac.digest(self._previous_hmac_key, key.encode(), "sha256").hex()
-        async with self._lookup_engine.connect() as connection:
+        async with self._db.autocommit.connect() as connection:
             result = await connection.execute(_LOOKUP, {"key_hash": previous, "now": _utcnow()})
             row = result.first()
             rehashed = row is not None and bool(
-                (await connection.execute(_REHASH, {"new": key_hash, "old": previous, "id": row[0]})).rowcount
+                (await connection.execute(_REHASH, {"new": key_hash, "old": previous, "id": row.id})).rowcount
             )
         if rehashed:  # replicas that took the new hash for unknown forget that (this one too)
             await self.announce_revoked([key_hash])
@@ -400,7 +404,7 @@ class ApiKeyVerifier:
         return await asyncio.shield(self._start_lookup(key_hash))
 
     def _start_lookup(self, key_hash: str) -> asyncio.Task[_Entry | None]:
-        """One query per hash at a time: concurrent misses (and a background refresh) share it."""
+        """One query per hash at a time: concurrent misses share it."""
         task = self._inflight.get(key_hash)
         if task is None:
             task = asyncio.create_task(self._load(key_hash))
@@ -414,32 +418,45 @@ class ApiKeyVerifier:
         if self._inflight.get(key_hash) is task:
             del self._inflight[key_hash]
         if not task.cancelled():
-            # Retrieved, even if nobody waited. A failed background refresh is not retried: its entry
-            # expires on time, and the next request's lookup then reports the failure to its caller.
-            task.exception()
+            task.exception()  # retrieved, even if every waiter left
 
     async def _load(self, key_hash: str) -> _Entry | None:
         generation = self._generation
-        async with self._lookup_engine.connect() as connection:
+        async with self._db.autocommit.connect() as connection:
             result = await connection.execute(_LOOKUP, {"key_hash": key_hash, "now": _utcnow()})
             row = result.first()
-        now = time.time()
-        if row is None:
-            if generation == self._generation:
-                self._drop(key_hash)  # a refreshed entry whose key was revoked without an announcement
-                self._remember_unknown(key_hash, now)
-            return None
-        key_id, user_id, expires_at, status, is_admin = row
-        entry: _Entry = (
-            KeyPrincipal(key_id, user_id, is_admin),
-            status == "active",  # suspended, deleted, anything unknown: refused
-            math.inf if expires_at is None else expires_at.timestamp(),
+        entry = None if row is None else self._entry(row, time.time())
+        if generation == self._generation:
+            self._found(key_hash, entry)
+        return entry
+
+    async def _refresh(self, key_hashes: list[str]) -> None:
+        """Read cached entries again (`RefreshBatch`), all in one query."""
+        generation = self._generation
+        async with self._db.autocommit.connect() as connection:
+            result = await connection.execute(_LOOKUP_MANY, {"key_hashes": key_hashes, "now": _utcnow()})
+            now = time.time()
+            found = {row.key_hash: self._entry(row, now) for row in result}
+        if generation == self._generation:
+            for key_hash in key_hashes:
+                self._found(key_hash, found.get(key_hash))
+
+    def _entry(self, row: Any, now: float) -> _Entry:
+        return (
+            KeyPrincipal(row.id, row.user_id, row.is_admin),
+            row.status == "active",  # suspended, deleted, anything unknown: refused
+            math.inf if row.expires_at is None else row.expires_at.timestamp(),
             now + self._positive_ttl,
             now + self._positive_ttl * (1 - self.REFRESH_AHEAD_SHARE),
         )
-        if generation == self._generation:
+
+    def _found(self, key_hash: str, entry: _Entry | None) -> None:
+        """Cache what a read found; None: not a live key (a cached one revoked without an announcement)."""
+        if entry is None:
+            self._drop(key_hash)
+            self._remember_unknown(key_hash, time.time())
+        else:
             self._remember(key_hash, entry)
-        return entry
 
     # --- the cache --------------------------------------------------------------------------------------
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final
 
-from sqlalchemy import func, select, text
+from sqlalchemy import ARRAY, Uuid, any_, bindparam, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.accounts.service import Accounts
@@ -82,17 +83,28 @@ class Entitlement:
 NO_SUBSCRIPTION = Entitlement(None, "none")
 
 
+_ENTITLEMENT_COLUMNS = (Subscription.plan, Subscription.status, Subscription.spend_cap_microdollars)
+
+
 async def entitlement(session: AsyncSession, user_id: uuid.UUID) -> Entitlement:
     row = (
-        await session.execute(
-            select(Subscription.plan, Subscription.status, Subscription.spend_cap_microdollars).where(
-                Subscription.user_id == user_id
-            )
-        )
+        await session.execute(select(*_ENTITLEMENT_COLUMNS).where(Subscription.user_id == user_id))
     ).one_or_none()
-    if row is None:
-        return NO_SUBSCRIPTION
-    plan, status, cap = row
+    return NO_SUBSCRIPTION if row is None else _entitlement(*row)
+
+
+async def entitlements(session: AsyncSession, user_ids: Sequence[uuid.UUID]) -> dict[uuid.UUID, Entitlement]:
+    """Every given user's entitlement, in one query."""
+    rows = await session.execute(
+        select(Subscription.user_id, *_ENTITLEMENT_COLUMNS).where(
+            Subscription.user_id == any_(bindparam("user_ids", list(user_ids), type_=ARRAY(Uuid)))
+        )
+    )
+    found = {user_id: _entitlement(plan, status, cap) for user_id, plan, status, cap in rows}
+    return {user_id: found.get(user_id, NO_SUBSCRIPTION) for user_id in user_ids}
+
+
+def _entitlement(plan: str, status: str, cap: int | None) -> Entitlement:
     if status in ENTITLED_STATUSES:
         return Entitlement(plan, "active", cap)
     if status in SUSPENDED_STATUSES:

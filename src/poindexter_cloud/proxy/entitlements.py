@@ -2,14 +2,12 @@
 
 Billing announces subscription changes as user changes (``ApiKeyVerifier.announce_user_changed``), so a
 payment failure reaches every proxy replica within a second, like a revoked key. As with keys, a user still
-calling in an entry's last quarter has it read again in the background, so steady traffic never waits for
-the database.
+calling in an entry's last quarter has it read again in the background, with the others due then
+(`core.refresh`), so steady traffic never waits for the database.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import math
 import time
 import uuid
@@ -17,8 +15,7 @@ import uuid
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
 from poindexter_cloud.billing import service as billing
 from poindexter_cloud.core.db import Database
-
-log = logging.getLogger(__name__)
+from poindexter_cloud.core.refresh import RefreshBatch
 
 # (the entitlement, valid until, background refresh due at (inf: started already)), monotonic seconds
 _Entry = tuple[billing.Entitlement, float, float]
@@ -33,7 +30,7 @@ class Entitlements:
         self._cache: dict[uuid.UUID, _Entry] = {}
         # Bumped by every invalidation: a read that raced one does not cache its (maybe stale) answer.
         self._generation = 0
-        self._refreshes: set[asyncio.Task[None]] = set()
+        self._refreshes = RefreshBatch(self._read, "plans")
         verifier.on_user_changed(self._forget)
 
     def _forget(self, user_id: uuid.UUID | None) -> None:
@@ -49,24 +46,21 @@ class Entitlements:
         if cached is not None and cached[1] > now:
             if cached[2] <= now:
                 self._cache[user_id] = (cached[0], cached[1], math.inf)  # one refresh per entry
-                task = asyncio.create_task(self._refresh(user_id))
-                self._refreshes.add(task)
-                task.add_done_callback(self._refreshes.discard)
+                self._refreshes.add(user_id)
             return cached[0]
-        return await self._read(user_id)
+        return (await self._read([user_id]))[user_id]
 
-    async def _read(self, user_id: uuid.UUID) -> billing.Entitlement:
+    async def _read(self, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, billing.Entitlement]:
+        """Read outside a transaction (``Database.reads``): a lone SELECT needs no BEGIN or ROLLBACK."""
         generation = self._generation
-        async with self._db.sessions() as session:
-            found = await billing.entitlement(session, user_id)
+        async with self._db.reads() as session:
+            found = await billing.entitlements(session, user_ids)
         if generation == self._generation:
             now = time.monotonic()
             ttl = self.TTL_SECONDS
-            self._cache[user_id] = (found, now + ttl, now + ttl * (1 - self.REFRESH_AHEAD_SHARE))
+            for user_id, entitlement in found.items():
+                self._cache[user_id] = (entitlement, now + ttl, now + ttl * (1 - self.REFRESH_AHEAD_SHARE))
         return found
 
-    async def _refresh(self, user_id: uuid.UUID) -> None:
-        try:
-            await self._read(user_id)
-        except Exception as exc:  # the entry expires on time; the next request's read reports it
-            log.warning("could not refresh a cached entitlement: %s", type(exc).__name__)
+    async def stop(self) -> None:
+        await self._refreshes.stop()

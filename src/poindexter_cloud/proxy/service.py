@@ -164,6 +164,7 @@ class ProxyRuntime:
         )
 
     async def stop(self) -> None:
+        await self.entitlements.stop()
         await self.http.close()
         await self.scripts.close()
 
