@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from datetime import UTC, datetime
 from email import message_from_bytes, policy
@@ -65,6 +66,9 @@ class SmtpSandbox:
         self.controller = Controller(_Handler(mailbox), hostname=host, port=port)
 
     def start(self) -> None:
+        # aiosmtpd logs five info lines per connection, its own start-up probe included ("Connection lost
+        # during _handle_client()" reads like a failure to a newcomer): its warnings are enough.
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
         self.controller.start()
 
     def stop(self) -> None:
