@@ -169,6 +169,7 @@ async def run(settings: Settings) -> None:
             print(f"  {name:<5} CPU µs {cpu_micros:>8.1f}   SQL statements {per:.3f}")
         print()
     finally:
+        await entitlements.stop()
         await verifier.stop()
         await redis.aclose()
         await db.dispose()

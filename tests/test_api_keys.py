@@ -309,6 +309,7 @@ async def test_a_user_in_steady_use_has_the_plan_refreshed_in_the_background(
         assert replica.log.count() == before
         await asyncio.sleep(0.02)
     assert replica.log.count("SELECT") >= 2
+    await plans.stop()
 
 
 class RefreshedInOneSecond(ApiKeyVerifier):
