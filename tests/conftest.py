@@ -25,6 +25,7 @@ import psycopg
 import pytest
 
 from poindexter_cloud.billing import catalog
+from poindexter_cloud.billing.models import Subscription
 from poindexter_cloud.billing.stripe_adapter import StripeAdapter
 from poindexter_cloud.core import migrations
 from poindexter_cloud.core.embedded import EmbeddedPostgres, EmbeddedRedis, free_port
@@ -230,6 +231,23 @@ async def worker(settings: Settings, resources: Resources) -> AsyncIterator[Any]
     yield running
     await running.stop()
     await task
+
+
+async def add_subscription(
+    resources: Resources, user_id: uuid.UUID, plan: str = "basic", status: str = "active"
+) -> None:
+    """A subscription row in the given Stripe status, as the Stripe webhooks would have left it."""
+    async with resources.unit_of_work() as uow:
+        uow.session.add(
+            Subscription(
+                user_id=user_id,
+                stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
+                stripe_price_id="price_test",
+                plan=plan,
+                status=status,
+            )
+        )
+        await uow.commit()
 
 
 async def eventually(check: Any, within: float = 10.0, interval: float = 0.05) -> Any:

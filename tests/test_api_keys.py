@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from sqlalchemy import event, select, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from conftest import eventually, make_settings
+from conftest import add_subscription, eventually, make_settings
 from poindexter_cloud.accounts.api_keys import (
     API_KEY_RE,
     HASH_PURPOSE,
@@ -37,7 +37,6 @@ from poindexter_cloud.accounts.api_keys import (
 )
 from poindexter_cloud.accounts.errors import AccountSuspended, ApiKeyNotFound, InvalidApiKey
 from poindexter_cloud.accounts.models import ApiKey
-from poindexter_cloud.billing.models import Subscription
 from poindexter_cloud.core.crypto import derive_key
 from poindexter_cloud.core.db import Database
 from poindexter_cloud.core.resources import Resources
@@ -287,17 +286,7 @@ async def test_a_user_in_steady_use_has_the_plan_refreshed_in_the_background(
     resources: Resources, make_replica: MakeReplica
 ) -> None:
     user_id = await new_user(resources)
-    async with resources.unit_of_work() as uow:
-        uow.session.add(
-            Subscription(
-                user_id=user_id,
-                stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
-                stripe_price_id="price_test",
-                plan="pro",
-                status="active",
-            )
-        )
-        await uow.commit()
+    await add_subscription(resources, user_id, "pro")
     replica = await make_replica()
     plans = ShortLivedEntitlements(replica.db, replica.verifier)
     assert (await plans.of(user_id)).plan == "pro"  # the one read
@@ -327,18 +316,8 @@ async def test_entries_falling_due_together_are_read_again_in_one_query_per_cach
     backs (no announcement) shows as soon as they have, not only when the entries expire."""
     users = [await new_user(resources) for _ in range(10)]
     keys = [await issue(resources, user_id) for user_id in users]
-    async with resources.unit_of_work() as uow:
-        for user_id in users:
-            uow.session.add(
-                Subscription(
-                    user_id=user_id,
-                    stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
-                    stripe_price_id="price_test",
-                    plan="basic",
-                    status="active",
-                )
-            )
-        await uow.commit()
+    for user_id in users:
+        await add_subscription(resources, user_id)
     replica = await make_replica(verifier_class=RefreshedInOneSecond)
     plans = PlansRefreshedInOneSecond(replica.db, replica.verifier)
     for user_id, key in zip(users, keys, strict=True):

@@ -18,8 +18,8 @@ import openai
 import pytest
 from sqlalchemy import select
 
-from conftest import RunningServer, eventually
-from poindexter_cloud.billing.models import Subscription, UsageEvent
+from conftest import RunningServer, add_subscription, eventually
+from poindexter_cloud.billing.models import UsageEvent
 from poindexter_cloud.core.embedded import free_port
 from poindexter_cloud.core.http import create_app
 from poindexter_cloud.core.resources import Resources
@@ -37,17 +37,7 @@ async def subscriber(
     """A registered user with an API key and a subscription in the given Stripe status."""
     tokens = await register(web)
     key = (await web.post("/v1/api-keys/", json={"name": "dex"}, headers=bearer(tokens))).json()
-    async with resources.db.sessions() as session:
-        session.add(
-            Subscription(
-                user_id=uuid.UUID(tokens["user_id"]),
-                stripe_subscription_id=f"sub_{uuid.uuid4().hex}",
-                stripe_price_id="price_test",
-                plan=plan,
-                status=status,
-            )
-        )
-        await session.commit()
+    await add_subscription(resources, uuid.UUID(tokens["user_id"]), plan, status)
     return {**tokens, "key": key["key"], "key_id": key["id"]}
 
 
