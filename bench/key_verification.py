@@ -12,9 +12,10 @@ a key in the database, starts an ApiKeyVerifier and times:
 * a malformed key (mistyped checksum: rejected before any I/O);
 * a plan lookup (``proxy/entitlements.py``), cached and missed;
 
-and then the background refreshes the two caches make for entries still in use in their last quarter of
-life: REFRESHED keys of as many users are cached, all marked due, used once more, and the process's CPU is
-counted until every entry is fresh again. Wall time includes PostgreSQL's; CPU µs is this process's only.
+and then, for REFRESHED keys of as many users, the background refreshes the two caches make for entries
+still in use in their last quarter of life (all marked due, used once more, the process's CPU counted
+until every entry is fresh again), and every key and plan missing at once, as after a restart under load.
+Wall time includes PostgreSQL's; CPU µs is this process's only.
 """
 
 from __future__ import annotations
@@ -101,6 +102,26 @@ async def refresh_cost(
     return results
 
 
+async def burst_cost(
+    verifier: ApiKeyVerifier,
+    entitlements: Entitlements,
+    keys: list[tuple[uuid.UUID, str]],
+    statements: Callable[[], int],
+) -> list[tuple[float, float]]:
+    """(CPU µs, SQL statements) per entry when every key, then every plan, misses at once, as after a
+    restart under load (benchmark only: the caches are cleared by hand)."""
+    results = []
+    for clear, use in (
+        (verifier._clear, lambda user_id, key: verifier.verify(key, IP)),
+        (lambda: entitlements._forget(None), lambda user_id, key: entitlements.of(user_id)),
+    ):
+        clear()
+        cpu, before = time.process_time(), statements()
+        await asyncio.gather(*(use(user_id, key) for user_id, key in keys))
+        results.append(((time.process_time() - cpu) / len(keys) * 1e6, (statements() - before) / len(keys)))
+    return results
+
+
 async def rejected(verifier: ApiKeyVerifier, key: str) -> None:
     try:
         await verifier.verify(key, IP)
@@ -153,9 +174,9 @@ async def run(settings: Settings) -> None:
             statements = 0
             mean, cpu = await timed(iterations, call)
             rows.append((name, iterations, 1 / mean, mean * 1e6, cpu * 1e6, statements / iterations))
-        refreshes = await refresh_cost(
-            verifier, entitlements, await new_keys(db, settings, REFRESHED), lambda: statements
-        )
+        many = await new_keys(db, settings, REFRESHED)
+        refreshes = await refresh_cost(verifier, entitlements, many, lambda: statements)
+        bursts = await burst_cost(verifier, entitlements, many, lambda: statements)
 
         print(f"\nAPI key verification (Python {sys.version.split()[0]}, one process, one event loop)\n")
         print(f"{'case':<30} {'iterations':>10} {'calls/s':>10} {'mean µs':>9} {'CPU µs':>8} {'SQL/call':>9}")
@@ -164,9 +185,10 @@ async def run(settings: Settings) -> None:
             print(
                 f"{name:<30} {iterations:>10,} {rate:>10,.0f} {micros:>9.2f} {cpu_micros:>8.2f} {per:>9.2f}"
             )
-        print(f"\nbackground refresh of {REFRESHED:,} entries in use, per entry:")
-        for name, (cpu_micros, per) in zip(("key", "plan"), refreshes, strict=True):
-            print(f"  {name:<5} CPU µs {cpu_micros:>8.1f}   SQL statements {per:.3f}")
+        print(f"\n{REFRESHED:,} entries in use, per entry:")
+        for case, figures in (("background refresh", refreshes), ("all missing at once", bursts)):
+            for name, (cpu_micros, per) in zip(("key", "plan"), figures, strict=True):
+                print(f"  {case:<20} {name:<5} CPU µs {cpu_micros:>8.1f}   SQL statements {per:.3f}")
         print()
     finally:
         await entitlements.stop()

@@ -360,6 +360,35 @@ async def test_concurrent_misses_for_one_key_share_one_query(
     assert replica.log.count("SELECT") == 1
 
 
+async def test_misses_for_many_keys_at_once_share_one_query_per_cache(
+    resources: Resources, make_replica: MakeReplica
+) -> None:
+    """A replica just started (or whose cache was cleared) meeting twenty keys at once, some unknown."""
+    users = [await new_user(resources) for _ in range(20)]
+    keys = [await issue(resources, user_id) for user_id in users]
+    for user_id in users[:10]:
+        await add_subscription(resources, user_id, "pro")
+    unknown = [generate_key("pk_test_") for _ in range(5)]
+    replica = await make_replica()
+    plans = Entitlements(replica.db, replica.verifier)
+    replica.log.clear()
+
+    async def refused(key: str) -> bool:
+        with pytest.raises(InvalidApiKey):
+            await replica.verifier.verify(key, None)
+        return True
+
+    principals = await asyncio.gather(*(replica.verifier.verify(key.secret, None) for key in keys))
+    assert [p.key_id for p in principals] == [key.row.id for key in keys]
+    assert replica.log.count("SELECT") == 1
+    assert all(await asyncio.gather(*(refused(key) for key in unknown)))
+    assert replica.log.count("SELECT") == 2
+    found = await asyncio.gather(*(plans.of(user_id) for user_id in users))
+    assert [f.plan for f in found] == ["pro"] * 10 + [None] * 10
+    assert replica.log.count("SELECT") == 3
+    await plans.stop()
+
+
 async def test_announcing_a_new_key_drops_a_negative_entry_on_every_replica(
     resources: Resources, make_replica: MakeReplica
 ) -> None:

@@ -49,7 +49,6 @@ import zlib
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import UTC, datetime, timedelta
-from functools import partial
 from typing import Any, Final, NamedTuple
 
 import msgspec
@@ -59,9 +58,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from poindexter_cloud.accounts.errors import AccountSuspended, ApiKeyNotFound, InvalidApiKey
 from poindexter_cloud.accounts.models import ApiKey, User
+from poindexter_cloud.core.batched_reads import BatchedReads
 from poindexter_cloud.core.crypto import KeyRing, keyed_hash
 from poindexter_cloud.core.db import Database
-from poindexter_cloud.core.refresh import RefreshBatch
 from poindexter_cloud.core.settings import Settings
 
 _INVALID_MESSAGE = "The API key is invalid, revoked or expired."
@@ -255,17 +254,16 @@ _decode_invalidation = msgspec.json.Decoder(_Invalidation).decode
 _Entry = tuple[KeyPrincipal, bool, float, float, float]
 
 
-_LIVE_KEYS = (
+# Live keys by hash, many at once (core/batched_reads.py): one array parameter, one statement.
+_LOOKUP = (
     select(ApiKey.key_hash, ApiKey.id, ApiKey.user_id, ApiKey.expires_at, User.status, User.is_admin)
     .join(User, User.id == ApiKey.user_id)
     .where(
+        ApiKey.key_hash == any_(bindparam("key_hashes", type_=ARRAY(Text))),
         ApiKey.revoked_at.is_(None),
         or_(ApiKey.expires_at.is_(None), ApiKey.expires_at > bindparam("now")),
     )
 )
-_LOOKUP = _LIVE_KEYS.where(ApiKey.key_hash == bindparam("key_hash"))
-# The background refresh of many entries at once (core/refresh.py): one array parameter, one statement.
-_LOOKUP_MANY = _LIVE_KEYS.where(ApiKey.key_hash == any_(bindparam("key_hashes", type_=ARRAY(Text))))
 
 # A key found under the previous secret's hash is re-hashed under the current one (once), unless it was
 # revoked meanwhile, so a rotation's old secret can be dropped once the keys in use have been seen.
@@ -304,7 +302,7 @@ class ApiKeyVerifier:
 
     def __init__(self, db: Database, redis: aioredis.Redis, settings: Settings) -> None:
         self._db = db
-        self._refreshes = RefreshBatch(self._refresh, "api keys")
+        self._reads = BatchedReads(self._read_many, "api keys")
         self._redis = redis
         self._prefix = settings.api_key_prefix
         hmac_keys = _hmac_keys(settings).keys
@@ -313,8 +311,6 @@ class ApiKeyVerifier:
         self._positive: dict[str, _Entry] = {}
         self._by_user: dict[uuid.UUID, set[str]] = {}
         self._negative: dict[str, float] = {}
-        self._inflight: dict[str, asyncio.Task[_Entry | None]] = {}
-        self._lookups: set[asyncio.Task[_Entry | None]] = set()
         # Bumped by every invalidation: a lookup that raced one does not cache its (maybe stale) answer.
         self._generation = 0
         self._positive_ttl = self.UNSUBSCRIBED_TTL_SECONDS
@@ -344,7 +340,7 @@ class ApiKeyVerifier:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        await self._refreshes.stop()
+        await self._reads.stop()
         self._unsubscribed()
         try:
             await self.flush_last_used()
@@ -375,7 +371,7 @@ class ApiKeyVerifier:
                 raise _invalid()
         elif entry[4] <= now:
             self._positive[key_hash] = (*entry[:4], math.inf)  # one background refresh per entry
-            self._refreshes.add(key_hash)
+            self._reads.refresh(key_hash)
         principal, active, expires, _until, _refresh = entry
         if expires <= now:
             raise _invalid()
@@ -391,7 +387,7 @@ class ApiKeyVerifier:
         assert self._previous_hmac_key is not None
         previous = hmac.digest(self._previous_hmac_key, key.encode(), "sha256").hex()
         async with self._db.autocommit.connect() as connection:
-            result = await connection.execute(_LOOKUP, {"key_hash": previous, "now": _utcnow()})
+            result = await connection.execute(_LOOKUP, {"key_hashes": [previous], "now": _utcnow()})
             row = result.first()
             rehashed = row is not None and bool(
                 (await connection.execute(_REHASH, {"new": key_hash, "old": previous, "id": row.id})).rowcount
@@ -401,45 +397,22 @@ class ApiKeyVerifier:
         return await self._lookup(key_hash)
 
     async def _lookup(self, key_hash: str) -> _Entry | None:
-        return await asyncio.shield(self._start_lookup(key_hash))
+        """The key's entry, read with the other misses of this pass (concurrent misses of one key share
+        the read)."""
+        return await self._reads.read(key_hash)
 
-    def _start_lookup(self, key_hash: str) -> asyncio.Task[_Entry | None]:
-        """One query per hash at a time: concurrent misses share it."""
-        task = self._inflight.get(key_hash)
-        if task is None:
-            task = asyncio.create_task(self._load(key_hash))
-            self._inflight[key_hash] = task
-            self._lookups.add(task)  # a strong reference until it is done, even if every waiter left
-            task.add_done_callback(partial(self._loaded, key_hash))
-        return task
-
-    def _loaded(self, key_hash: str, task: asyncio.Task[_Entry | None]) -> None:
-        self._lookups.discard(task)
-        if self._inflight.get(key_hash) is task:
-            del self._inflight[key_hash]
-        if not task.cancelled():
-            task.exception()  # retrieved, even if every waiter left
-
-    async def _load(self, key_hash: str) -> _Entry | None:
+    async def _read_many(self, key_hashes: list[str]) -> dict[str, _Entry]:
+        """Misses and background refreshes (`BatchedReads`): one query, and what it found cached, unless
+        an invalidation came while it ran (it may have read the old state)."""
         generation = self._generation
         async with self._db.autocommit.connect() as connection:
-            result = await connection.execute(_LOOKUP, {"key_hash": key_hash, "now": _utcnow()})
-            row = result.first()
-        entry = None if row is None else self._entry(row, time.time())
-        if generation == self._generation:
-            self._found(key_hash, entry)
-        return entry
-
-    async def _refresh(self, key_hashes: list[str]) -> None:
-        """Read cached entries again (`RefreshBatch`), all in one query."""
-        generation = self._generation
-        async with self._db.autocommit.connect() as connection:
-            result = await connection.execute(_LOOKUP_MANY, {"key_hashes": key_hashes, "now": _utcnow()})
+            result = await connection.execute(_LOOKUP, {"key_hashes": key_hashes, "now": _utcnow()})
             now = time.time()
             found = {row.key_hash: self._entry(row, now) for row in result}
         if generation == self._generation:
             for key_hash in key_hashes:
                 self._found(key_hash, found.get(key_hash))
+        return found
 
     def _entry(self, row: Any, now: float) -> _Entry:
         return (
@@ -495,7 +468,7 @@ class ApiKeyVerifier:
         for listener in self._user_listeners:
             listener(None)
         self._generation += 1
-        self._inflight.clear()
+        self._reads.forget_reads()
         self._positive.clear()
         self._by_user.clear()
         self._negative.clear()
@@ -511,7 +484,7 @@ class ApiKeyVerifier:
 
     def _apply(self, message: _Invalidation) -> None:
         self._generation += 1
-        self._inflight.clear()  # a lookup that started before this message may have read the old state
+        self._reads.forget_reads()  # a read that started before this message may have read the old state
         for key_hash in message.hashes:
             self._drop(key_hash)
         if message.user_id is not None:

@@ -2,8 +2,9 @@
 
 Billing announces subscription changes as user changes (``ApiKeyVerifier.announce_user_changed``), so a
 payment failure reaches every proxy replica within a second, like a revoked key. As with keys, a user still
-calling in an entry's last quarter has it read again in the background, with the others due then
-(`core.refresh`), so steady traffic never waits for the database.
+calling in an entry's last quarter has it read again in the background, with the others due then, so
+steady traffic never waits for the database; misses of one event-loop pass share a query
+(`core.batched_reads`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ import uuid
 
 from poindexter_cloud.accounts.api_keys import ApiKeyVerifier
 from poindexter_cloud.billing import service as billing
+from poindexter_cloud.core.batched_reads import BatchedReads
 from poindexter_cloud.core.db import Database
-from poindexter_cloud.core.refresh import RefreshBatch
 
 # (the entitlement, valid until, background refresh due at (inf: started already)), monotonic seconds
 _Entry = tuple[billing.Entitlement, float, float]
@@ -30,11 +31,12 @@ class Entitlements:
         self._cache: dict[uuid.UUID, _Entry] = {}
         # Bumped by every invalidation: a read that raced one does not cache its (maybe stale) answer.
         self._generation = 0
-        self._refreshes = RefreshBatch(self._read, "plans")
+        self._reads = BatchedReads(self._read, "plans")
         verifier.on_user_changed(self._forget)
 
     def _forget(self, user_id: uuid.UUID | None) -> None:
         self._generation += 1
+        self._reads.forget_reads()
         if user_id is None:
             self._cache.clear()
         else:
@@ -46,9 +48,11 @@ class Entitlements:
         if cached is not None and cached[1] > now:
             if cached[2] <= now:
                 self._cache[user_id] = (cached[0], cached[1], math.inf)  # one refresh per entry
-                self._refreshes.add(user_id)
+                self._reads.refresh(user_id)
             return cached[0]
-        return (await self._read([user_id]))[user_id]
+        found = await self._reads.read(user_id)
+        assert found is not None  # every user has one, NO_SUBSCRIPTION at least
+        return found
 
     async def _read(self, user_ids: list[uuid.UUID]) -> dict[uuid.UUID, billing.Entitlement]:
         """Read outside a transaction (``Database.reads``): a lone SELECT needs no BEGIN or ROLLBACK."""
@@ -63,4 +67,4 @@ class Entitlements:
         return found
 
     async def stop(self) -> None:
-        await self._refreshes.stop()
+        await self._reads.stop()
