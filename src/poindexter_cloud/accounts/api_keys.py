@@ -271,10 +271,12 @@ _REHASH = text(
     "UPDATE api_keys SET key_hash = :new WHERE id = :id AND key_hash = :old AND revoked_at IS NULL"
 )
 
+# The uses as one JSON array: psycopg dumps the three arrays of an unnest element by element, in Python.
 _FLUSH_LAST_USED = text(
-    "UPDATE api_keys SET last_used_at = v.t, last_used_ip = v.ip "
-    "FROM unnest(CAST(:ids AS uuid[]), CAST(:ts AS timestamptz[]), CAST(:ips AS text[])) AS v(id, t, ip) "
-    "WHERE api_keys.id = v.id AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.t)"
+    "UPDATE api_keys SET last_used_at = v.at, last_used_ip = v.ip "
+    "FROM (SELECT id, to_timestamp(t) AS at, ip "
+    "      FROM jsonb_to_recordset(CAST(:uses AS jsonb)) AS u(id uuid, t double precision, ip text)) AS v "
+    "WHERE api_keys.id = v.id AND (api_keys.last_used_at IS NULL OR api_keys.last_used_at < v.at)"
 )
 
 INVALIDATION_CHANNEL: Final = "poindexter:api-keys:invalidate"
@@ -579,14 +581,8 @@ class ApiKeyVerifier:
         ordered = sorted(pending.items())  # same row order on every replica
         try:
             async with self._db.engine.begin() as connection:
-                await connection.execute(
-                    _FLUSH_LAST_USED,
-                    {
-                        "ids": [key_id for key_id, _ in ordered],
-                        "ts": [datetime.fromtimestamp(at, UTC) for _, (at, _ip) in ordered],
-                        "ips": [ip for _, (_at, ip) in ordered],
-                    },
-                )
+                uses = [{"id": key_id, "t": at, "ip": ip} for key_id, (at, ip) in ordered]
+                await connection.execute(_FLUSH_LAST_USED, {"uses": _encode(uses).decode()})
         except BaseException:
             for key_id, value in pending.items():
                 self._last_used.setdefault(key_id, value)  # a newer use recorded meanwhile wins
