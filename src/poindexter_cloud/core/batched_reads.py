@@ -102,7 +102,8 @@ class BatchedReads(Generic[K, V]):
                     future.add_done_callback(_retrieve)
                 await asyncio.gather(*self._send(futures, background=True))
         finally:
-            self._refresh_timer = None
+            if self._refresh_timer is asyncio.current_task():  # not a newer one started after a stop()
+                self._refresh_timer = None
 
     def _send(
         self, futures: dict[K, asyncio.Future[V | None]], *, background: bool
